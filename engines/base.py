@@ -1,0 +1,269 @@
+"""The engine base class: a training loop that yields step-stamped frames.
+
+An engine owns its model, data and optimizer (torch lives here and below, never in
+the lab or the views). The runner drives it one step at a time so commands (pause,
+live ``set``...) land between two steps.
+
+Step convention: the frame stamped ``t`` describes the model after ``t`` updates;
+a loss stream at ``t`` is the loss of the forward pass that update ``t`` uses.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import numpy as np
+
+from engines.spec import EngineSpec, Event, Frame, SpecError, Stream
+
+_REGISTRY: dict[str, type[Engine]] = {}
+
+
+class Diverged(RuntimeError):
+    """The loss or the weights became NaN or infinite."""
+
+    def __init__(self, step: int, what: str) -> None:
+        super().__init__(f"diverged at step {step}: {what} is not finite")
+        self.step = step
+        self.what = what
+
+
+class Engine(ABC):
+    """Base class of every engine.
+
+    Subclasses set ``spec`` and implement :meth:`setup` and :meth:`train_step`; they
+    override :meth:`on_set` when a live change needs more than a new value in
+    ``self.params`` (e.g. pushing a learning rate into an optimizer), and
+    :attr:`streams` when labels or shapes depend on hyperparameters.
+
+    Parameters
+    ----------
+    params
+        Hyperparameter overrides; validated against ``spec``.
+    seed
+        Seeds torch before :meth:`setup`; engines derive their data generators from it.
+    device
+        ``"cpu"``, ``"cuda"``, ``"mps"`` or ``"auto"``.
+    probes
+        Cadence overrides ``{probe name: every N steps}``.
+    """
+
+    spec: ClassVar[EngineSpec]
+    #: Streams whose non-finite values mean divergence. Default: every name ending in "loss".
+    guarded: ClassVar[tuple[str, ...] | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        spec = cls.__dict__.get("spec")
+        if isinstance(spec, EngineSpec):
+            _REGISTRY[spec.name] = cls
+
+    def __init__(
+        self,
+        params: Mapping[str, Any] | None = None,
+        *,
+        seed: int = 0,
+        device: str = "cpu",
+        probes: Mapping[str, int] | None = None,
+    ) -> None:
+        self.params: dict[str, Any] = self.spec.validate(params or {})
+        self.seed = int(seed)
+        self.device = resolve_device(device)
+        self.cadence: dict[str, int] = dict(self.spec.probes)
+        for name, every in (probes or {}).items():
+            if name not in self.cadence:
+                raise SpecError(
+                    f"engine {self.spec.name!r} has no probe {name!r}; it has "
+                    f"{', '.join(self.cadence) or 'none'}"
+                )
+            if int(every) < 1:
+                raise SpecError(f"probe {name!r}: cadence must be >= 1 step, got {every}")
+            self.cadence[name] = int(every)
+        self.step_count = 0
+        self._events: list[Event] = []
+        self._probe_seconds: dict[str, float] = {}
+        self._started = False
+
+    # ----------------------------------------------------------------- subclass API
+    @abstractmethod
+    def setup(self) -> None:
+        """Build data, model and optimizer. Called once, on the worker, after seeding."""
+
+    @abstractmethod
+    def train_step(self, step: int) -> Mapping[str, Any]:
+        """Do update number ``step`` and return ``{stream: value}`` measured at ``step``.
+
+        Streams measured at a slower cadence are simply left out. Values may be
+        numpy arrays, Python numbers or 0-d tensors already moved to the CPU.
+        """
+
+    def on_set(self, name: str, new: Any, old: Any) -> None:
+        """React to a live change (``self.params`` already holds ``new``). Raise to refuse."""
+
+    def close(self) -> None:
+        """Release resources. Called once when the run ends."""
+
+    @property
+    def streams(self) -> tuple[Stream, ...]:
+        """The streams this instance emits (declared ones plus probe costs)."""
+        return self.declared_streams() + self._cost_stream()
+
+    def declared_streams(self) -> tuple[Stream, ...]:
+        """Override when labels/shapes depend on hyperparameters."""
+        return self.spec.streams
+
+    # ----------------------------------------------------------------- helpers
+    def due(self, probe: str, step: int) -> bool:
+        """Whether ``probe`` runs at ``step`` (step 0 always, then every cadence steps)."""
+        return step % self.cadence[probe] == 0
+
+    @contextmanager
+    def timed(self, probe: str) -> Iterator[None]:
+        """Measure a probe's wall time; it is reported in the ``probe_seconds`` stream."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._probe_seconds[probe] = self._probe_seconds.get(probe, 0.0) + (
+                time.perf_counter() - t0
+            )
+
+    def emit(self, kind: str, **payload: Any) -> None:
+        """Queue an event (phase marker, warning...) stamped with the current step."""
+        self._events.append(Event(self.step_count, kind, payload, time.time()))
+
+    def pop_events(self) -> list[Event]:
+        ev, self._events = self._events, []
+        return ev
+
+    # ----------------------------------------------------------------- driver API
+    def start(self) -> None:
+        """Seed and set up (idempotent)."""
+        if self._started:
+            return
+        import torch
+
+        torch.manual_seed(self.seed)
+        np.random.seed(self.seed % (2**32))
+        self.setup()
+        self._started = True
+
+    def step(self) -> Frame:
+        """Run one update and return its frame (checked against the declared streams)."""
+        self.start()
+        t = self.step_count
+        raw = self.train_step(t)
+        data: dict[str, np.ndarray] = {}
+        streams = {s.name: s for s in self.streams}
+        for name, value in raw.items():
+            if name not in streams:
+                raise SpecError(f"engine {self.spec.name!r} emitted undeclared stream {name!r}")
+            data[name] = streams[name].check(_to_numpy(value))
+        if self._probe_seconds:
+            names = self._cost_stream()[0].labels
+            data["probe_seconds"] = np.array(
+                [self._probe_seconds.get(n, np.nan) for n in names], dtype=np.float64
+            )
+            self._probe_seconds = {}
+        guarded = self.guarded
+        for name, arr in data.items():
+            watch = name in guarded if guarded is not None else name.endswith("loss")
+            if watch and not np.all(np.isfinite(arr)):
+                raise Diverged(t, name)
+        self.step_count = t + 1
+        return Frame.make(t, data, time.time())
+
+    def set(self, name: str, value: Any) -> tuple[Any, Any]:
+        """Apply a live change; return ``(old, new)``. Rolls back if :meth:`on_set` raises."""
+        param = self.spec.param(name)
+        if not param.live:
+            raise SpecError(f"{name} cannot be changed while running (not live)")
+        new = param.coerce(value)
+        old = self.params[name]
+        self.params[name] = new
+        if self._started:
+            try:
+                self.on_set(name, new, old)
+            except Exception:
+                self.params[name] = old
+                raise
+        return old, new
+
+    def frames(self, steps: int) -> Iterator[Frame]:
+        """A plain loop: ``steps`` frames, for notebooks and tests."""
+        for _ in range(steps):
+            yield self.step()
+
+    def _cost_stream(self) -> tuple[Stream, ...]:
+        if not self.spec.probes:
+            return ()
+        return (
+            Stream(
+                "probe_seconds",
+                "vector",
+                (len(self.spec.probes),),
+                units="s",
+                description="Wall time each expensive probe took when it ran (NaN when it did not).",
+                labels=tuple(self.spec.probes),
+            ),
+        )
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor; .cpu() is the sync, done once here
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def resolve_device(pref: str = "auto") -> str:
+    """``auto`` → ``cuda`` if present, else ``mps``, else ``cpu``; explicit names are checked."""
+    pref = (pref or "auto").lower()
+    if pref == "cpu":
+        return "cpu"
+    import torch
+
+    if pref == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return "mps"
+        return "cpu"
+    if pref.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SpecError(f"device {pref!r} requested but CUDA is not available")
+        return pref
+    if pref == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise SpecError("device 'mps' requested but MPS is not available")
+        return pref
+    raise SpecError(f"unknown device {pref!r}; expected auto, cpu, cuda, cuda:N or mps")
+
+
+def registry() -> dict[str, type[Engine]]:
+    """All engines, by name (imports every engine module in the package once)."""
+    import importlib
+    import pkgutil
+
+    import engines
+
+    skip = {"spec", "base", "optim", "data"}
+    for mod in pkgutil.iter_modules(engines.__path__):
+        if mod.name not in skip and not mod.name.startswith("_") and not mod.ispkg:
+            importlib.import_module(f"engines.{mod.name}")
+    return dict(_REGISTRY)
+
+
+def get_engine(name: str) -> type[Engine]:
+    """The engine class called ``name``; raises ``SpecError`` with a suggestion."""
+    from engines.spec import suggest
+
+    reg = _REGISTRY if name in _REGISTRY else registry()
+    if name not in reg:
+        raise SpecError(f"unknown engine {name!r}{suggest(name, sorted(reg))}; known: {', '.join(sorted(reg))}")
+    return reg[name]
