@@ -21,6 +21,8 @@ import numpy as np
 from engines.spec import EngineSpec, Event, Frame, SpecError, Stream
 
 _REGISTRY: dict[str, type[Engine]] = {}
+#: Engine modules that failed to import, with the error (shown by ``get_engine``).
+IMPORT_ERRORS: dict[str, str] = {}
 
 
 class Diverged(RuntimeError):
@@ -255,7 +257,10 @@ def registry() -> dict[str, type[Engine]]:
     skip = {"spec", "base", "optim", "data"}
     for mod in pkgutil.iter_modules(engines.__path__):
         if mod.name not in skip and not mod.name.startswith("_") and not mod.ispkg:
-            importlib.import_module(f"engines.{mod.name}")
+            try:
+                importlib.import_module(f"engines.{mod.name}")
+            except Exception as exc:  # one broken engine must not hide the others
+                IMPORT_ERRORS[mod.name] = f"{type(exc).__name__}: {exc}"
     return dict(_REGISTRY)
 
 
@@ -265,5 +270,6 @@ def get_engine(name: str) -> type[Engine]:
 
     reg = _REGISTRY if name in _REGISTRY else registry()
     if name not in reg:
-        raise SpecError(f"unknown engine {name!r}{suggest(name, sorted(reg))}; known: {', '.join(sorted(reg))}")
+        broken = "".join(f"; module engines.{m} failed to import: {e}" for m, e in IMPORT_ERRORS.items())
+        raise SpecError(f"unknown engine {name!r}{suggest(name, sorted(reg))}; known: {', '.join(sorted(reg))}{broken}")
     return reg[name]

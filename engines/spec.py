@@ -60,15 +60,15 @@ class Param:
     help: str = ""
     log: bool = False
 
-    def coerce(self, value: Any, *, where: str = "") -> Any:
+    def coerce(self, value: Any, *, where: str = "", from_text: bool = False) -> Any:
         """Return ``value`` converted to this parameter's type, or raise ``SpecError``.
 
-        Integers are accepted for floats; strings are parsed (so the CLI's
-        ``--set lr=0.1`` works). Booleans are never accepted as numbers.
+        Integers are accepted for floats; with ``from_text`` strings are parsed (the
+        CLI's ``--set lr=0.1``). Booleans are never accepted as numbers.
         """
         prefix = f"{where}: " if where else ""
         name = self.name
-        if isinstance(value, str) and self.type != "str":
+        if from_text and isinstance(value, str) and self.type != "str":
             value = _parse_text(value, self.type, f"{prefix}{name}")
         if self.type == "float":
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):

@@ -91,7 +91,7 @@ class Preset:
 
             spec = get_engine(self.engine).spec
             for k, v in hyperparameters.items():
-                hp[k] = spec.param(k).coerce(v, where=f"--set {k}")
+                hp[k] = spec.param(k).coerce(v, where=f"--set {k}", from_text=isinstance(v, str))
         return Preset(
             self.name, self.path, self.text, self.engine, self.title, self.summary, self.paper,
             self.steps if steps is None else int(steps),

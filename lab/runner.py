@@ -1,0 +1,272 @@
+"""A run: one engine hosted in a worker (thread or child process), driven by commands.
+
+The UI and the CLI talk to a :class:`Run` only through plain-data commands and read
+what it produced with :meth:`Run.drain`; they never touch the engine's tensors.
+
+Hosts
+-----
+``thread``
+    The worker loop in a thread of this process. Cheapest to start; the right choice
+    for tests, headless runs and GPU engines.
+``process``
+    The worker loop in a child process (spawned) that owns torch and the recorder;
+    frames come back pickled. Beside a drawing UI on few cores this keeps the engine
+    off the GIL (see ``bench/bench_hosts.py``), and an engine crash cannot take the app down.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from engines.spec import Event, Frame, Param, SpecError, Stream
+from lab.presets import Preset
+from lab.worker import ENDED, IDLE, Ready, RunConfig, Status, work
+
+_DISPLAY_QUEUE = 4096
+
+
+class Run:
+    """One engine run.
+
+    Parameters
+    ----------
+    preset
+        A validated preset (use ``Preset.with_overrides`` for steps/seed/device/params).
+    record
+        Path of the HDF5 file to write, or ``None``.
+    host
+        ``"thread"`` or ``"process"``.
+    on_diverge
+        ``"stop"`` ends the run at the first non-finite loss; ``"pause"`` waits for the user.
+    """
+
+    def __init__(
+        self,
+        preset: Preset,
+        *,
+        record: str | None = None,
+        host: str = "thread",
+        on_diverge: str = "stop",
+        start_paused: bool = False,
+        torch_threads: int | None = None,
+        flush_interval: float = 1.0,
+        display_queue: int = _DISPLAY_QUEUE,
+    ) -> None:
+        if host not in ("thread", "process"):
+            raise ValueError(f"host must be 'thread' or 'process', got {host!r}")
+        self.preset = preset
+        self.host = host
+        self.config = RunConfig(
+            engine=preset.engine,
+            params=dict(preset.hyperparameters),
+            steps=preset.steps,
+            seed=preset.seed,
+            device=preset.device,
+            probes=dict(preset.probes),
+            record=record,
+            preset_text=preset.text,
+            preset_name=preset.name,
+            on_diverge=on_diverge,
+            flush_interval=flush_interval,
+            start_paused=start_paused,
+            torch_threads=torch_threads,
+        )
+        self._spec = None
+        self.state = IDLE
+        self.step = 0
+        self.steps_per_second = 0.0
+        self.device = ""
+        self.message = ""
+        self.streams: tuple[Stream, ...] = ()
+        self.params: dict[str, Any] = {}
+        self.events: list[Event] = []
+        self.final_state: str | None = None
+        self._display_max = display_queue
+        self._thread: threading.Thread | None = None
+        self._proc: Any = None
+        self._backlog: list[Frame | Event] = []
+
+    # ------------------------------------------------------------------ control
+    def start(self) -> Run:
+        """Start the worker; returns at once."""
+        if self._thread is not None or self._proc is not None:
+            raise RuntimeError("run already started")
+        if self.host == "thread":
+            self._cmd: Any = queue.Queue()
+            self._out: Any = queue.Queue(maxsize=self._display_max)
+            self._thread = threading.Thread(
+                target=self._thread_main, name=f"dynlab-run-{self.preset.name}", daemon=True
+            )
+            self._thread.start()
+        else:
+            ctx = mp.get_context("spawn")
+            self._cmd = ctx.Queue()
+            self._out = ctx.Queue(maxsize=self._display_max)
+            self._proc = ctx.Process(
+                target=_process_main, args=(self.config, self._cmd, self._out), daemon=True,
+                name=f"dynlab-run-{self.preset.name}",
+            )
+            self._proc.start()
+        self.state = "starting"
+        return self
+
+    def _thread_main(self) -> None:
+        self.final_state = work(self.config, self._cmd, self._out)
+
+    def pause(self) -> None:
+        self._send("pause")
+
+    def resume(self) -> None:
+        self._send("resume")
+
+    def single_step(self, n: int = 1) -> None:
+        self._send("step", int(n))
+
+    def stop(self) -> None:
+        self._send("stop")
+
+    def continue_unrecorded(self) -> None:
+        self._send("continue_unrecorded")
+
+    def set(self, name: str, value: Any) -> Any:
+        """Validate against the spec here (clear error at once), then send to the worker.
+
+        Returns the coerced value; raises ``SpecError`` for an unknown, non-live or
+        out-of-range hyperparameter.
+        """
+        param = self.param(name)
+        if not param.live:
+            raise SpecError(f"{name} cannot be changed while running (not live)")
+        value = param.coerce(value)
+        self._send("set", name, value)
+        return value
+
+    def param(self, name: str) -> Param:
+        return self.spec.param(name)
+
+    @property
+    def spec(self):  # noqa: ANN201 - EngineSpec; imported lazily (torch)
+        if self._spec is None:
+            from engines.base import get_engine
+
+            self._spec = get_engine(self.config.engine).spec
+        return self._spec
+
+    def _send(self, *cmd: Any) -> None:
+        if self._thread is None and self._proc is None:
+            raise RuntimeError("run not started")
+        self._cmd.put(cmd)
+
+    # ------------------------------------------------------------------ output
+    def drain(self, limit: int | None = None) -> list[Frame | Event]:
+        """Everything produced since the last call (frames and events, in order).
+
+        ``Status`` and ``Ready`` messages update this object's attributes instead.
+        """
+        items: list[Frame | Event] = self._backlog
+        self._backlog = []
+        n = 0
+        while limit is None or n < limit:
+            try:
+                item = self._out.get_nowait()
+            except (queue.Empty, EOFError, OSError):
+                break
+            n += 1
+            if isinstance(item, Status):
+                self.state, self.step = item.state, item.step
+                self.steps_per_second, self.device, self.message = item.steps_per_second, item.device, item.message
+            elif isinstance(item, Ready):
+                self.streams, self.params, self.device = item.streams, dict(item.params), item.device
+            else:
+                if isinstance(item, Event):
+                    self.events.append(item)
+                    if item.kind == "set":
+                        self.params[item.payload["name"]] = item.payload["new"]
+                items.append(item)
+        if self._proc is not None and not self._proc.is_alive() and self.state not in ENDED and self._out.empty():
+            code = self._proc.exitcode
+            if code not in (0, None):
+                self.state = "failed"
+                self.message = f"engine process died (exit code {code})"
+                ev = Event(self.step, "failed", {"message": self.message}, time.time())
+                self.events.append(ev)
+                items.append(ev)
+        return items
+
+    @property
+    def alive(self) -> bool:
+        if self._thread is not None:
+            return self._thread.is_alive()
+        if self._proc is not None:
+            return self._proc.is_alive()
+        return False
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the worker to end; True if it did. Keeps draining so it never blocks on a full queue."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        collected = []
+        while self.alive:
+            collected.extend(self.drain())
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            if self._thread is not None:
+                self._thread.join(0.02)
+            else:
+                self._proc.join(0.02)
+        collected.extend(self.drain())
+        self._backlog = collected + self._backlog  # handed out by the next drain()
+        return not self.alive
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop and wait; a child process that does not end is terminated."""
+        if self._thread is None and self._proc is None:
+            return
+        if self.alive:
+            self.stop()
+            self.join(timeout)
+        if self._proc is not None and self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(2)
+
+
+def _process_main(cfg: RunConfig, commands: Any, out: Any) -> None:
+    # Child process: the engine owns these cores; the parent only draws.
+    if cfg.torch_threads is None:
+        cfg.torch_threads = max(1, (os.cpu_count() or 1))
+    work(cfg, commands, out)
+    out.close()
+    out.join_thread()
+
+
+def run_headless(
+    preset: Preset,
+    *,
+    record: str | None = None,
+    commands: Mapping[int, list[tuple]] | None = None,
+    host: str = "thread",
+) -> tuple[Run, list[Frame | Event]]:
+    """Run a preset to the end and return the run and everything it produced.
+
+    ``commands`` maps a step to commands to send once the run reaches it (used by
+    tests to apply a live ``set``); steps are approximate (the next drain after it).
+    """
+    run = Run(preset, record=record, host=host, display_queue=1 << 20)
+    run.start()
+    items: list[Frame | Event] = []
+    pending = dict(commands or {})
+    while run.alive:
+        new = run.drain()
+        items.extend(new)
+        for step in sorted(pending):
+            if run.step >= step:
+                for cmd in pending.pop(step):
+                    getattr(run, cmd[0])(*cmd[1:])
+        time.sleep(0.005)
+    items.extend(run.drain())
+    return run, items
