@@ -226,12 +226,20 @@ class Recording:
                 self._f = h5py.File(self.path, "r")
             except OSError as exc:
                 raise RecordingError(f"{self.path}: cannot open: truncated or corrupt HDF5 file ({exc})") from None
+        self._step_cache: dict[str, np.ndarray] = {}
         try:
             self._check()
+            # Touch every piece of metadata now, so damage shows here as one clear error
+            # rather than later inside a view.
+            _ = self.attrs, self.streams, self.events()
+            for name in self._f["streams"]:
+                self.step_range(name)
         except RecordingError:
             self._f.close()
             raise
-        self._step_cache: dict[str, np.ndarray] = {}
+        except (OSError, RuntimeError, KeyError, ValueError) as exc:
+            self._f.close()
+            raise RecordingError(f"{self.path}: truncated or corrupt recording ({exc})") from None
 
     def _check(self) -> None:
         a = self._f.attrs
@@ -322,6 +330,12 @@ class Recording:
 
     def read(self, name: str, start: int | None = None, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Steps and values of ``name`` with ``start <= step < stop`` (None = open end)."""
+        try:
+            return self._read(name, start, stop)
+        except (OSError, RuntimeError) as exc:
+            raise RecordingError(f"{self.path}: stream {name!r} is truncated or corrupt ({exc})") from None
+
+    def _read(self, name: str, start: int | None, stop: int | None) -> tuple[np.ndarray, np.ndarray]:
         g = self._f["streams"][name]
         n = self.rows(name)
         i = 0 if start is None else self._index(name, start - 1)

@@ -1,0 +1,145 @@
+"""The `dynlab` command: listing, headless runs, inspection, and errors as one line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import pytest
+
+from lab.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dynlab(*args, timeout=120):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "lab.cli", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def test_presets_lists_titles(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "quadratic" in out and "Gradient descent on a quadratic" in out
+
+
+def test_run_records_and_inspect_describes(tmp_path, capsys):
+    path = tmp_path / "r.h5"
+    assert main(["run", "quadratic", "--steps", "40", "--record", str(path), "--set", "lr=0.05", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "train_loss @ 39" in out
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "engine   quadratic" in out and "train_loss" in out and "steps 0..39" in out and "lr=0.05" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "nosuchpreset"], "no preset named 'nosuchpreset'"),
+        (["run", "/nonexistent/x.toml"], "/nonexistent/x.toml: no such preset file"),
+        (["run", "quadratic", "--set", "lrr=0.1"], "no hyperparameter 'lrr' (did you mean 'lr'?)"),
+        (["run", "quadratic", "--set", "lr=abc"], "--set lr: lr: cannot read 'abc' as float"),
+        (["run", "quadratic", "--set", "lr=99"], "lr = 99.0 is above its maximum 10.0"),
+        (["run", "quadratic", "--set", "lr"], "--set 'lr': expected NAME=VALUE"),
+        (["run", "quadratic", "--steps", "0"], "--steps must be at least 1"),
+        (["inspect", "/nonexistent.h5"], "/nonexistent.h5: no such file"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, message, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dynlab: error: ") and message in err
+    assert "\n" not in err and "Traceback" not in err
+
+
+def test_bad_recordings(tmp_path, capsys):
+    text = tmp_path / "t.h5"
+    text.write_text("hello")
+    assert main(["inspect", str(text)]) == 2
+    assert "not an HDF5 file" in capsys.readouterr().err
+    other = tmp_path / "o.h5"
+    with h5py.File(other, "w") as f:
+        f["x"] = [1, 2]
+    assert main(["inspect", str(other)]) == 2
+    assert "not a dynlab recording" in capsys.readouterr().err
+    good = tmp_path / "g.h5"
+    assert main(["run", "quadratic", "--steps", "5", "--record", str(good), "--quiet"]) == 0
+    with h5py.File(good, "r+") as f:
+        f.attrs["format_version"] = 99
+    assert main(["inspect", str(good)]) == 2
+    assert "newer than this dynlab reads" in capsys.readouterr().err
+    trunc = tmp_path / "tr.h5"
+    assert main(["run", "quadratic", "--steps", "300", "--record", str(trunc), "--quiet"]) == 0
+    data = trunc.read_bytes()
+    trunc.write_bytes(data[: len(data) // 2])
+    assert main(["inspect", str(trunc)]) == 2
+    err = capsys.readouterr().err
+    assert "truncated or corrupt" in err and "Traceback" not in err
+
+
+def test_divergence_exits_nonzero_naming_the_step(capsys):
+    assert main(["run", "quadratic", "--steps", "3000", "--set", "lr=0.5", "--quiet"]) == 3
+    err = capsys.readouterr().err
+    assert "diverged at step" in err and "train_loss is not finite" in err
+
+
+def test_debug_shows_traceback():
+    out = dynlab("--debug", "run", "nosuchpreset")
+    assert out.returncode != 0 and "Traceback" in out.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_sigint_sigterm_close_the_recording_cleanly(tmp_path, sig):
+    path = tmp_path / "s.h5"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "lab.cli", "run", "quadratic", "--steps", "100000000",
+                             "--record", str(path), "--quiet"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_rows(path, proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "recording closed" in err
+    with h5py.File(path, "r") as f:
+        assert f.attrs["status"] == "stopped"
+        assert f["streams/train_loss/step"].shape[0] > 0
+
+
+def test_sigkill_loses_at_most_the_last_flush_interval(tmp_path):
+    from lab.recording import Recording
+
+    path = tmp_path / "k.h5"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "lab.cli", "run", "quadratic", "--steps", "100000000",
+                             "--record", str(path), "--quiet"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_rows(path, proc, rows=2000)
+    proc.kill()
+    proc.wait(30)
+    with Recording(path) as rec:  # readable, status says it never closed
+        assert rec.attrs["status"] == "recording"
+        steps, values = rec.read("train_loss")
+        assert len(steps) >= 2000 and list(steps[:5]) == [0, 1, 2, 3, 4]
+    assert main(["inspect", str(path)]) == 0
+
+
+def _wait_for_rows(path, proc, rows=1, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "dynlab exited early"
+        if path.exists():
+            try:
+                with h5py.File(path, "r", libver="latest", swmr=True) as f:
+                    if f["streams/train_loss/step"].shape[0] >= rows:
+                        return
+            except (OSError, KeyError):
+                pass
+        time.sleep(0.05)
+    raise TimeoutError("no rows recorded")
