@@ -91,6 +91,8 @@ class Run:
         self._thread: threading.Thread | None = None
         self._proc: Any = None
         self._backlog: list[Frame | Event] = []
+        self.param_specs: dict[str, Param] = {}
+        self.ready = False
 
     # ------------------------------------------------------------------ control
     def start(self) -> Run:
@@ -148,6 +150,13 @@ class Run:
         return value
 
     def param(self, name: str) -> Param:
+        """The spec of hyperparameter ``name`` (from the worker once ready: no torch here)."""
+        if self.param_specs:
+            if name not in self.param_specs:
+                from engines.spec import suggest
+
+                raise SpecError(f"engine {self.config.engine!r} has no hyperparameter {name!r}{suggest(name, list(self.param_specs))}")
+            return self.param_specs[name]
         return self.spec.param(name)
 
     @property
@@ -183,6 +192,8 @@ class Run:
                 self.steps_per_second, self.device, self.message = item.steps_per_second, item.device, item.message
             elif isinstance(item, Ready):
                 self.streams, self.params, self.device = item.streams, dict(item.params), item.device
+                self.param_specs = {p.name: p for p in item.param_specs}
+                self.ready = True
             else:
                 if isinstance(item, Event):
                     self.events.append(item)

@@ -13,7 +13,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from engines.spec import Event, Frame, SpecError, Stream
+from engines.spec import Event, Param, SpecError, Stream
 from lab.recording import Recorder, RecordingError
 
 # Run states, as the UI and CLI show them.
@@ -42,6 +42,9 @@ class Ready:
     streams: tuple[Stream, ...]
     params: dict[str, Any]
     device: str
+    param_specs: tuple[Param, ...] = ()
+    title: str = ""
+    paper: str = ""
 
 
 @dataclass
@@ -141,7 +144,11 @@ def work(cfg: RunConfig, commands: Any, out: Any) -> str:
                 },
                 flush_interval=cfg.flush_interval,
             )
-        _put_display(out, Ready(engine.streams, dict(engine.params), engine.device), must=True)
+        _put_display(
+            out,
+            Ready(engine.streams, dict(engine.params), engine.device, cls.spec.params, cls.spec.title, cls.spec.paper),
+            must=True,
+        )
         engine.start()
         state = PAUSED if cfg.start_paused else RUNNING
         emit(Event(0, "start", {"engine": cls.spec.name, "seed": cfg.seed, "device": engine.device}, time.time()))

@@ -1,0 +1,39 @@
+"""Start the desktop app: ``dynlab``, ``dynlab open PRESET [--start]``, ``dynlab replay FILE``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="dynlab")
+    p.add_argument("--open", metavar="PRESET")
+    p.add_argument("--start", action="store_true")
+    p.add_argument("--replay", metavar="FILE")
+    p.add_argument("--present", action="store_true")
+    args = p.parse_args(argv or [])
+
+    from PySide6 import QtWidgets
+
+    import pyqtgraph as pg
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    app.setApplicationName("dynlab")
+    app.setOrganizationName("dynlab")
+    pg.setConfigOptions(antialias=True, background="w", foreground="k")
+    from lab.ui.main_window import MainWindow
+
+    win = MainWindow()
+    win.show()
+    if args.open:
+        win.open_preset(args.open, start=args.start)
+    elif args.replay:
+        if win.open_replay(args.replay):
+            if args.present:
+                win.toggle_presentation()
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,252 @@
+"""The main window: thin. It holds the gallery and the workspace, menus, status bar,
+presentation mode and settings; behaviour lives in the parts it holds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from lab import presets
+from lab.recording import RecordingError
+from lab.ui.gallery import Gallery
+from lab.ui.workspace import Workspace
+
+MAX_RECENT = 12
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    """dynlab's window: gallery page and workspace page."""
+
+    def __init__(self, *, host: str | None = None, settings: QtCore.QSettings | None = None) -> None:
+        super().__init__()
+        self.setWindowTitle("dynlab — live training dynamics")
+        self.settings = settings or QtCore.QSettings("dynlab", "dynlab")
+        self.gallery = Gallery()
+        self.workspace = Workspace(host=host)
+        self.pages = QtWidgets.QStackedWidget()
+        self.pages.addWidget(self.gallery)
+        self.pages.addWidget(self.workspace)
+        self.setCentralWidget(self.pages)
+        self.status_label = QtWidgets.QLabel("Ready")
+        self.statusBar().addWidget(self.status_label, 1)
+        self.presenting = False
+
+        self.gallery.open_requested.connect(self.open_preset)
+        self.gallery.replay_requested.connect(self.open_replay)
+        self.workspace.status.connect(self._on_status_changed)
+        self.workspace.error.connect(self.show_error)
+        self.workspace.recorded.connect(self.add_recent)
+        self._build_menus()
+        self._build_shortcuts()
+        self.gallery.set_recent(self.recent())
+        self.resize(1500, 950)
+        geo = self.settings.value("window/geometry")
+        if geo is not None:
+            self.restoreGeometry(geo)
+        state = self.settings.value("window/state")
+        if state is not None:
+            self.restoreState(state)
+        split = self.settings.value("workspace/splitter")
+        if split is not None:
+            self.workspace.splitter.restoreState(split)
+        self.set_theme(str(self.settings.value("ui/theme", "light")))
+
+    # ------------------------------------------------------------------ menus
+    def _build_menus(self) -> None:
+        mb = self.menuBar()
+        f = mb.addMenu("&File")
+        f.addAction("&Gallery", self.show_gallery, QtGui.QKeySequence("Ctrl+G"))
+        f.addAction("&Open recording…", self.choose_recording, QtGui.QKeySequence.StandardKey.Open)
+        f.addAction("Open preset &file…", self.choose_preset_file)
+        self.recent_menu = f.addMenu("Recent recordings")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        f.addSeparator()
+        f.addAction("&Export view…", self.export_view, QtGui.QKeySequence("Ctrl+E"))
+        f.addAction("Export replay to &MP4…", self.export_mp4)
+        f.addSeparator()
+        f.addAction("&Quit", self.close, QtGui.QKeySequence.StandardKey.Quit)
+        r = mb.addMenu("&Run")
+        r.addAction("&Start", self.workspace.start, QtGui.QKeySequence("Ctrl+R"))
+        r.addAction("&Pause / resume", self.workspace.pause_resume)
+        r.addAction("S&tep", self.workspace.single_step, QtGui.QKeySequence("."))
+        r.addAction("St&op", self.workspace.stop)
+        r.addAction("Restart with a &new seed", self.workspace.restart)
+        r.addAction("&Add a run with another seed", self.workspace.add_seed)
+        v = mb.addMenu("&View")
+        v.addAction("&Presentation mode", self.toggle_presentation, QtGui.QKeySequence("F11"))
+        theme = v.addMenu("&Theme")
+        theme.addAction("Light", lambda: self.set_theme("light"))
+        theme.addAction("Dark", lambda: self.set_theme("dark"))
+        h = mb.addMenu("&Help")
+        h.addAction("&About dynlab", self._about)
+
+    def _build_shortcuts(self) -> None:
+        ws = self.workspace
+
+        def key(seq: str, slot: object) -> None:
+            sc = QtGui.QShortcut(QtGui.QKeySequence(seq), self)
+            sc.setContext(QtCore.Qt.ShortcutContext.WindowShortcut)
+            sc.activated.connect(slot)
+
+        key("Space", lambda: ws.toggle_play() if ws._player() else ws.pause_resume())
+        key("Right", ws.next_event)
+        key("Left", ws.prev_event)
+        key("]", ws.faster)
+        key("[", ws.slower)
+        key("Escape", lambda: self.toggle_presentation() if self.presenting else None)
+
+    # ------------------------------------------------------------------ actions
+    def open_preset(self, name_or_path: str, start: bool = False) -> bool:
+        try:
+            preset = presets.load(name_or_path, check_engine=False)
+        except presets.PresetError as exc:
+            self.show_error("Cannot open preset", str(exc))
+            return False
+        self.pages.setCurrentWidget(self.workspace)
+        try:
+            self.workspace.open_preset(preset, start=start)
+        except Exception as exc:
+            self.show_error("Cannot start", str(exc))
+            return False
+        self.setWindowTitle(f"dynlab — {preset.title}")
+        return True
+
+    def open_replay(self, path: str) -> bool:
+        try:
+            self.workspace.open_replay(path)
+        except RecordingError as exc:
+            self.show_error("Cannot replay", str(exc))
+            return False
+        self.pages.setCurrentWidget(self.workspace)
+        self.setWindowTitle(f"dynlab — replay {Path(path).name}")
+        self.add_recent(path)
+        return True
+
+    def show_gallery(self) -> None:
+        self.workspace.close_sources()
+        self.gallery.set_recent(self.recent())
+        self.pages.setCurrentWidget(self.gallery)
+        self.setWindowTitle("dynlab — live training dynamics")
+
+    def choose_recording(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open recording", "", "dynlab recordings (*.h5 *.hdf5);;All files (*)")
+        if path:
+            self.open_replay(path)
+
+    def choose_preset_file(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open preset", "", "Presets (*.toml)")
+        if path:
+            self.open_preset(path)
+
+    def export_view(self) -> None:
+        titles = self.workspace.view_titles()
+        if not titles:
+            self.show_error("Nothing to export", "Open a preset or a recording first.")
+            return
+        title, ok = QtWidgets.QInputDialog.getItem(self, "Export view", "View:", titles, 0, False)
+        if not ok:
+            return
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export view", f"{title}.png", "PNG (*.png);;SVG (*.svg)")
+        if path:
+            try:
+                self.workspace.views[titles.index(title)].export_image(path)
+            except (OSError, ValueError) as exc:
+                self.show_error("Export failed", str(exc))
+
+    def export_mp4(self) -> None:
+        from lab.ui.export import export_replay_mp4
+
+        if self.workspace._player() is None:
+            self.show_error("Export to MP4", "Open a recording first (File → Open recording); the MP4 is made from its replay.")
+            return
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export replay", "replay.mp4", "MP4 video (*.mp4)")
+        if not path:
+            return
+        dlg = QtWidgets.QProgressDialog("Rendering the replay…", "Cancel", 0, 100, self)
+        dlg.setWindowModality(QtCore.Qt.WindowModality.WindowModal)
+
+        def progress(done: int, total: int) -> bool:
+            dlg.setMaximum(total)
+            dlg.setValue(done)
+            QtWidgets.QApplication.processEvents()  # keep the dialog (and Cancel) alive while rendering
+            return not dlg.wasCanceled()
+
+        try:
+            export_replay_mp4(self.workspace, path, progress=progress)
+        except Exception as exc:
+            self.show_error("Export failed", str(exc))
+        finally:
+            dlg.close()
+
+    def toggle_presentation(self) -> None:
+        """Full screen, large fonts, controls hidden; Space, arrows and [ ] drive the replay."""
+        self.presenting = not self.presenting
+        ws = self.workspace
+        ws.left_scroll.setVisible(not self.presenting)
+        self.menuBar().setVisible(not self.presenting)
+        self.statusBar().setVisible(not self.presenting)
+        font = QtWidgets.QApplication.font()
+        font.setPointSizeF(font.pointSizeF() * (1.5 if self.presenting else 1 / 1.5))
+        QtWidgets.QApplication.setFont(font)
+        self.showFullScreen() if self.presenting else self.showNormal()
+
+    def set_theme(self, theme: str) -> None:
+        import pyqtgraph as pg
+
+        app = QtWidgets.QApplication.instance()
+        if theme == "dark":
+            pal = QtGui.QPalette()
+            for role, color in ((QtGui.QPalette.ColorRole.Window, "#2b2b2b"), (QtGui.QPalette.ColorRole.WindowText, "#e0e0e0"),
+                                (QtGui.QPalette.ColorRole.Base, "#1e1e1e"), (QtGui.QPalette.ColorRole.Text, "#e0e0e0"),
+                                (QtGui.QPalette.ColorRole.Button, "#3a3a3a"), (QtGui.QPalette.ColorRole.ButtonText, "#e0e0e0")):
+                pal.setColor(role, QtGui.QColor(color))
+            app.setPalette(pal)
+            pg.setConfigOptions(background="k", foreground="w")
+        else:
+            app.setPalette(app.style().standardPalette())
+            pg.setConfigOptions(background="w", foreground="k")
+        self.settings.setValue("ui/theme", theme)
+
+    def show_error(self, title: str, message: str) -> None:
+        """A non-blocking dialog with one line of text; the app stays up."""
+        self.status_label.setText(f"{title}: {message}")
+        box = QtWidgets.QMessageBox(QtWidgets.QMessageBox.Icon.Warning, title, message, parent=self)
+        box.setModal(False)
+        box.open()
+        self._last_box = box
+
+    # ------------------------------------------------------------------ recent files
+    def recent(self) -> list[str]:
+        val = self.settings.value("recent/recordings", [])
+        if isinstance(val, str):
+            val = [val]
+        return [v for v in (val or []) if Path(v).is_file()]
+
+    def add_recent(self, path: str) -> None:
+        items = [path] + [p for p in self.recent() if p != path]
+        self.settings.setValue("recent/recordings", items[:MAX_RECENT])
+        self.gallery.set_recent(items[:MAX_RECENT])
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for p in self.recent():
+            self.recent_menu.addAction(Path(p).name, lambda p=p: self.open_replay(p))
+        if not self.recent_menu.actions():
+            self.recent_menu.addAction("(none yet)").setEnabled(False)
+
+    def _about(self) -> None:
+        from lab import __version__
+
+        QtWidgets.QMessageBox.about(self, "About dynlab", f"dynlab {__version__}\nA desktop lab for live training dynamics.")
+
+    def _on_status_changed(self, text: str) -> None:
+        self.status_label.setText(text)
+
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 - Qt API
+        self.workspace.close_sources()
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState())
+        self.settings.setValue("workspace/splitter", self.workspace.splitter.saveState())
+        super().closeEvent(event)
