@@ -74,6 +74,8 @@ class Workspace(QtWidgets.QWidget):
         self._reported: set[tuple[str, int, str]] = set()
         self.frames_seen = 0
         self.ticks = 0
+        #: newest value of every stream, per run (for the status bar and tests)
+        self.last_values: dict[str, dict[str, Any]] = {}
 
         self.header = QtWidgets.QLabel()
         self.header.setWordWrap(True)
@@ -362,6 +364,9 @@ class Workspace(QtWidgets.QWidget):
     def _deliver(self, run_id: str, items: Sequence[Frame | Event]) -> None:
         frames = [i for i in items if isinstance(i, Frame)]
         self.frames_seen += len(frames)
+        latest = self.last_values.setdefault(run_id, {})
+        for f in frames:
+            latest.update(f.data)
         if frames:
             for v in self.views:
                 v.push(frames, run=run_id)
