@@ -1,0 +1,225 @@
+"""Neural collapse (SCIENCE.md §4): metric unit tests and the engines' reproductions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engines.base import get_engine
+from engines.probes.collapse import class_means, cosine_matrix, geometry_3d, nc_metrics, simplex_etf
+from engines.spec import SpecError
+from lab import presets
+
+PRESETS = ["neural-collapse", "neural-collapse-4", "collapse-ufm", "collapse-perturbation", "neural-collapse-ce"]
+
+
+def _rotation(d: int, seed: int) -> np.ndarray:
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(d, d)))
+    return q
+
+
+def _etf_features(C: int = 10, d: int = 32, per_class: int = 20, noise: float = 0.0, seed: int = 0):
+    """Features sitting exactly on a rotated, shifted simplex ETF (plus optional noise)."""
+    Q = _rotation(d, seed)
+    shift = np.random.default_rng(seed + 1).normal(size=d)
+    means = simplex_etf(C, dim=d, scale=3.0) @ Q
+    y = np.repeat(np.arange(C), per_class)
+    H = means[y] + shift + noise * np.random.default_rng(seed + 2).normal(size=(C * per_class, d))
+    return H, y, means, shift
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_simplex_etf_has_equal_norms_and_simplex_angles():
+    for C, dim in [(2, None), (4, 3), (10, None), (10, 32)]:
+        E = simplex_etf(C, dim=dim, scale=2.5)
+        assert np.allclose(np.linalg.norm(E, axis=1), 2.5)
+        assert np.allclose(E.sum(axis=0), 0.0, atol=1e-12)
+        cos = cosine_matrix(E)
+        assert np.allclose(cos[~np.eye(C, dtype=bool)], -1.0 / (C - 1))
+    with pytest.raises(ValueError):
+        simplex_etf(10, dim=8)
+
+
+def test_metrics_vanish_on_an_exact_simplex_etf():
+    H, y, means, shift = _etf_features()
+    W = 0.3 * means  # classifier = class means up to scale
+    b = -W @ shift  # so the classifier's argmax is the nearest centre
+    m = nc_metrics(H, y, W, b)
+    for key in ("nc1", "nc1_trace_ratio", "equinorm_means", "equinorm_weights", "equiangularity",
+                "equiangularity_weights", "max_angle", "max_angle_weights", "nc3"):
+        assert m[key] < 1e-12, (key, m[key])
+    assert m["nc4"] == 0.0 and m["accuracy"] == 1.0
+    mu, g = class_means(H, y)
+    cos = cosine_matrix(mu - g)
+    assert np.allclose(cos[~np.eye(10, dtype=bool)], -1.0 / 9, atol=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 0.5, 40.0])
+def test_nc3_is_zero_for_any_positive_multiple_of_the_means(scale):
+    rng = np.random.default_rng(3)
+    H = rng.normal(size=(300, 16))
+    y = np.repeat(np.arange(6), 50)
+    mu, g = class_means(H, y)
+    assert nc_metrics(H, y, scale * (mu - g))["nc3"] < 1e-20
+    assert nc_metrics(H, y, -scale * (mu - g))["nc3"] > 1.0  # the sign matters
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_features_are_far_from_collapse(seed):
+    rng = np.random.default_rng(seed)
+    H = rng.normal(size=(200, 32))
+    y = np.repeat(np.arange(10), 20)
+    m = nc_metrics(H, y, rng.normal(size=(10, 32)))
+    assert m["nc1"] > 1.0 and m["nc1_trace_ratio"] > 5.0
+    assert m["equiangularity"] > 0.05 and m["nc3"] > 0.5
+
+
+def test_noise_increases_nc1_and_pinv_matches_the_definition():
+    H, y, means, _ = _etf_features(noise=0.3)
+    m = nc_metrics(H, y, means)
+    # Reference: the textbook formula with dense covariances and numpy's pinv.
+    mu, g = class_means(H, y)
+    R = H - mu[y]
+    sw = R.T @ R / len(y)
+    sb = (mu - g).T @ (mu - g) / 10
+    ref = np.trace(sw @ np.linalg.pinv(sb, rcond=1e-10)) / 10
+    assert m["nc1"] == pytest.approx(ref, rel=1e-9)
+    assert m["nc1_trace_ratio"] == pytest.approx(np.trace(sw) / np.trace(sb), rel=1e-12)
+    assert nc_metrics(*_etf_features(noise=0.6)[:2], means)["nc1"] > 3 * m["nc1"]
+
+
+def test_equiangularity_uses_the_spread_not_the_mean_cosine():
+    # A rectangle's corners: equal norms, sum zero, pairwise cosines ±0.5 and −1. Their
+    # MEAN cosine is exactly −1/(C−1) = −1/3, as for a simplex; only the spread tells.
+    ang = np.deg2rad([0.0, 60.0, 180.0, 240.0])
+    M = np.stack([np.cos(ang), np.sin(ang)], axis=1)
+    y = np.repeat(np.arange(4), 3)
+    m = nc_metrics(M[y], y, M)
+    off = cosine_matrix(M)[~np.eye(4, dtype=bool)]
+    assert off.mean() == pytest.approx(-1.0 / 3.0)
+    assert m["equinorm_means"] < 1e-12
+    assert m["equiangularity"] > 0.5 and m["max_angle"] > 0.5
+
+
+def test_ncc_mismatch_counts_disagreements():
+    H = np.array([[1.0, 0.0], [0.9, 0.0], [-1.0, 0.0], [-1.1, 0.0]])
+    y = np.array([0, 0, 1, 1])
+    W = np.array([[0.0, 1.0], [0.0, -1.0]])  # looks at the wrong coordinate: ties → class 0
+    assert nc_metrics(H, y, W)["nc4"] == 0.5
+
+
+def test_geometry_3d_is_exact_for_four_classes():
+    E = simplex_etf(4, dim=16, scale=2.0) @ _rotation(16, 5)
+    g = geometry_3d(E, 0.1 * E)
+    assert np.allclose(np.linalg.norm(g["means"], axis=1), 2.0)  # nothing lost to projection
+    assert np.allclose(g["means"], g["etf"], atol=1e-12)
+    assert np.allclose(g["classifier"], g["means"], atol=1e-12)  # rescaled to the means' norm
+    d = np.linalg.norm(g["means"][:, None] - g["means"][None], axis=2)
+    assert np.allclose(d[~np.eye(4, dtype=bool)], d[0, 1])  # a regular tetrahedron
+    # The `previous` alignment keeps a slowly changing picture from jumping.
+    g2 = geometry_3d(1.01 * E, E, previous=g["means"])
+    assert np.allclose(g2["means"], 1.01 * g["means"], atol=1e-10)
+
+
+# ----------------------------------------------------------------------------- engines
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_validate_and_show_the_phenomenon(name):
+    p = presets.load(name)
+    kinds = {v.kind for v in p.views}
+    assert {"points", "heatmap"} <= kinds
+    assert any(v.log_y and "nc1" in v.streams or "nc1_trace_ratio" in v.streams for v in p.views)
+
+
+def test_streams_have_fixed_shapes_labels_and_groups():
+    e = get_engine("neural-collapse")({"num_classes": 4, "samples_per_class": 5, "width": 16}, seed=0,
+                                      probes={"collapse": 2})
+    streams = {s.name: s for s in e.streams}
+    pts = streams["class_means"]
+    assert pts.shape == (12, 3) and pts.groups == ("mean",) * 4 + ("classifier",) * 4 + ("etf",) * 4
+    assert len(pts.labels) == 12
+    assert streams["mean_cosines"].shape == (4, 4) and len(streams["mean_cosines"].rows) == 4
+    assert all(s.description and s.theory for s in e.streams if s.name != "probe_seconds")
+    frames = list(e.frames(3))
+    assert "nc1" in frames[0].data and "nc1" not in frames[1].data and "nc1" in frames[2].data
+    assert frames[0].data["class_means"].shape == (12, 3)
+    assert all("train_loss" in f.data for f in frames)
+
+
+def test_live_changes_reach_the_optimizer():
+    e = get_engine("neural-collapse")({"samples_per_class": 5, "width": 16}, seed=0)
+    e.step()
+    e.set("weight_decay", 0.01)
+    e.set("lr", 0.02)
+    assert all(g["weight_decay"] == 0.01 and g["lr"] == 0.02 for g in e.opt.param_groups)
+    with pytest.raises(SpecError):
+        e.set("num_classes", 3)  # not live
+
+
+def test_same_seed_same_run():
+    def run(seed):
+        e = get_engine("collapse-ufm")({"num_classes": 4, "samples_per_class": 3}, seed=seed)
+        return [f.data["train_loss"].item() for f in e.frames(5)]
+
+    assert run(1) == run(1) and run(1) != run(2)
+
+
+def _final(name: str, steps: int, seed: int = 0, every: int | None = None, **params):
+    """Run ``steps`` updates; return {step: frame data} of the frames with collapse metrics."""
+    torch.set_num_threads(1)
+    e = get_engine(name)(params, seed=seed, device="cpu", probes={"collapse": every or steps})
+    out = {}
+    for f in e.frames(steps + 1):
+        if "nc1" in f.data:
+            out[f.step] = {k: np.asarray(v) for k, v in f.data.items()}
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ufm_collapses_exactly(seed):
+    m = _final("collapse-ufm", 3000, seed)[3000]
+    assert m["nc1"] <= 1e-6  # measured ≈ 8e-12
+    assert m["equinorm"] <= 1e-2 and m["equinorm_classifier"] <= 1e-2
+    assert m["max_angle"] <= 1e-2 and m["self_duality"] <= 1e-3
+    assert m["ncc_mismatch"] == 0.0
+    # The picture: means sit on the ETF vertices.
+    pts = m["class_means"]
+    assert np.abs(pts[:10] - pts[20:]).max() < 1e-3 * np.abs(pts[:10]).max()
+
+
+@pytest.mark.slow
+def test_mlp_with_mse_collapses():
+    # 3000 epochs instead of SCIENCE's 8000 to keep CI short: every criterion the brief
+    # asks for already holds (NC1 4.1e-3 at 3000, 1.4e-3 at 8000; see the report).
+    res = _final("neural-collapse", 3000, every=500)
+    early, last = res[500], res[3000]
+    assert last["train_accuracy"] == 1.0
+    assert last["nc1"] < 1e-2 and last["nc1"] < early["nc1"] / 5
+    assert last["ncc_mismatch"] == 0.0
+    assert last["equinorm"] < 0.1 and last["equiangularity"] < 0.06
+    assert last["self_duality"] < early["self_duality"] / 3  # NC3 still falling (< 0.05 by 4500)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_perturbation_model_is_monotone_in_beta_and_below_h0(seed):
+    ratios = []
+    for beta in (0.01, 0.1, 1.0, 10.0):
+        res = _final("collapse-perturbation", 1500, seed, every=500, beta=beta)
+        last = res[1500]
+        h0 = float(last["h0_trace_ratio"])
+        if beta >= 0.1:  # converged: no change in the last 500 steps
+            assert abs(last["nc1_trace_ratio"] - res[1000]["nc1_trace_ratio"]) < 1e-3
+        ratios.append(float(last["nc1_trace_ratio"]))
+    assert all(r < h0 for r in ratios), (ratios, h0)
+    assert all(a <= b for a, b in zip(ratios, ratios[1:])), ratios
+    assert h0 - ratios[-1] < 0.02  # β = 10 is almost H₀ itself
+
+
+@pytest.mark.slow
+def test_cross_entropy_control_does_not_collapse():
+    p = presets.load("neural-collapse-ce")
+    res = _final("neural-collapse", 3000, every=3000, **p.hyperparameters)
+    assert res[3000]["train_accuracy"] == 1.0
+    assert res[3000]["nc1"] > 0.1
