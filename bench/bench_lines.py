@@ -71,7 +71,7 @@ def bench_bare(steps: np.ndarray, values: np.ndarray, frames: int, fast: bool) -
     pw = pg.PlotWidget(background="w")
     curves = [pw.plot(pen=pg.mkPen(pg.intColor(i), width=1.5)) for i in range(k)]
     if fast:
-        for c in curves:  # setters: pyqtgraph 0.14 ignores these as keywords of an empty item
+        for c in curves:  # after addItem: PlotItem.addItem resets a curve's downsampling/clipping
             c.setDownsampling(auto=True, method="peak")
             c.setClipToView(True)
             c.setSkipFiniteCheck(True)

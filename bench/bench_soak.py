@@ -1,0 +1,111 @@
+"""Soak: the app's memory after 10^4 and 10^6 steps of a run drawn live.
+
+The quadratic preset's five streams (four scalars and a 3-vector, every step) are
+replayed through the app's real workspace and views as fast as they can take them,
+redrawing every 2,000 steps; the process's resident memory is read at 10^4 and 10^6
+steps. The recording is synthetic (written in blocks) so the soak takes minutes, not
+hours; it is what the views see in a 10^6-step live run.
+
+    python bench/bench_soak.py [--steps 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import tempfile
+import time
+
+import _common  # noqa: F401
+import numpy as np
+from _common import table
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def make_recording(path: str, n: int) -> None:
+    from lab import presets
+    from lab.recording import Recorder
+    from engines.quadratic import Quadratic
+
+    preset = presets.load("quadratic")
+    eng = Quadratic(preset.hyperparameters)
+    rec = Recorder(path, eng.streams, {"engine": "quadratic", "preset": preset.text, "preset_name": "quadratic"},
+                   flush_interval=1e9)
+    rng = np.random.default_rng(0)
+    block = 100_000
+    for start in range(0, n, block):
+        m = min(block, n - start)
+        steps = range(start, start + m)
+        decay = np.exp(-np.arange(start, start + m) / 2e5)
+        rec._pending["train_loss"].extend(zip(steps, decay * (1 + 0.1 * rng.random(m))))
+        rec._pending["weight_norm"].extend(zip(steps, np.sqrt(decay)))
+        rec._pending["sharpness"].extend(zip(steps, np.full(m, 10.0)))
+        rec._pending["stability_threshold"].extend(zip(steps, np.full(m, 20.0)))
+        rec._pending["mode_factor"].extend(zip(steps, rng.random((m, 3))))
+        rec.flush()
+    rec.last_step = n - 1
+    rec.close("finished")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=1_000_000)
+    args = ap.parse_args()
+    from PySide6 import QtWidgets
+
+    from lab.ui.workspace import Workspace
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    d = tempfile.mkdtemp()
+    path = os.path.join(d, "soak.h5")
+    t0 = time.perf_counter()
+    make_recording(path, args.steps)
+    print(f"synthetic recording: {args.steps:,} steps, {os.path.getsize(path) / 1e6:.1f} MB, {time.perf_counter() - t0:.0f} s")
+    ws = Workspace(host="thread")
+    ws.resize(1400, 900)
+    ws.show()
+    ws.open_replay(path)
+    ws.timer.stop()
+    player = ws._player()
+    ws.seek(player.first - 1)
+    gc.collect()
+    base = rss_mb()
+    marks = {10_000: None, 100_000: None, args.steps: None}
+    chunk = 2_000
+    t0 = time.perf_counter()
+    redraw_s = []
+    while player.cursor < player.last:
+        items = player.step_by(chunk)
+        ws._deliver("", items)
+        r0 = time.perf_counter()
+        for v in ws.views:
+            v.refresh()
+        app.processEvents()
+        redraw_s.append(time.perf_counter() - r0)
+        done = player.cursor + 1
+        for m in marks:
+            if marks[m] is None and done >= m:
+                gc.collect()
+                marks[m] = (rss_mb(), np.median(redraw_s[-20:]) * 1000)
+    dt = time.perf_counter() - t0
+    rows = [("before data", base, "-")] + [(f"after {m:,} steps", v[0], v[1]) for m, v in marks.items() if v]
+    table("App memory during a long run (RSS, MB)", rows, ("when", "RSS MB", "redraw ms (median, 3 views)"))
+    first, last = marks[10_000][0], marks[args.steps][0]
+    print(f"\npushed {args.steps:,} steps in {dt:.0f} s; growth 10^4 → {args.steps:,}: {last - first:.1f} MB "
+          f"({(last - first) * 1e6 / max(args.steps - 10_000, 1):.1f} bytes/step); recording "
+          f"{os.path.getsize(path) / args.steps:.1f} bytes/step")
+    ws.close_sources()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""Attention-SVM probe and engine (SCIENCE.md section 3; Tarzanagh et al. 2023)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from engines.base import get_engine
+from engines.probes.attention_svm import (
+    AttSVMError,
+    constraint_slack,
+    correlation,
+    margin_features,
+    optimal_tokens,
+    selected_tokens,
+    solve_att_svm,
+    svm_rank,
+    token_scores,
+)
+from engines.spec import SpecError
+
+SEEDS = (0, 1, 2)
+
+
+def unit_data(seed: int, n: int = 6, T: int = 8, d: int = 10) -> tuple[np.ndarray, ...]:
+    """The official setup: unit-norm tokens and queries, labels +-1, unit head."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, T, d))
+    X /= np.linalg.norm(X, axis=-1, keepdims=True)
+    Z = rng.standard_normal((n, d))
+    Z /= np.linalg.norm(Z, axis=-1, keepdims=True)
+    Y = rng.choice([-1.0, 1.0], size=n)
+    v = rng.standard_normal(d)
+    return X, Z, Y, v / np.linalg.norm(v)
+
+
+# ------------------------------------------------------------------------------ solver
+@pytest.mark.parametrize("seed", SEEDS)
+def test_svm_solutions_are_feasible_low_rank_and_optimal_for_their_norm(seed: int) -> None:
+    X, Z, Y, v = unit_data(seed)
+    alpha = optimal_tokens(X, Y, v)
+    fro = solve_att_svm(X, Z, alpha, "fro")  # returns only on status "optimal"
+    nuc = solve_att_svm(X, Z, alpha, "nuc")
+    n = X.shape[0]
+    for W in (fro, nuc):
+        assert W.shape == (10, 10)
+        slack = constraint_slack(W, X, Z, alpha)
+        assert slack.shape == (n * 7,)
+        assert slack.min() >= 1 - 1e-6
+        assert svm_rank(W) <= n
+    # Each solution is (numerically) the better one in its own norm.
+    assert np.linalg.norm(fro) <= np.linalg.norm(nuc) * (1 + 1e-6)
+    assert np.linalg.norm(nuc, "nuc") <= np.linalg.norm(fro, "nuc") * (1 + 1e-6)
+    # Representer/KKT fact behind rank <= n: W^mm_F lies in the span of the constraint
+    # features (x_alpha - x_t) z^T, i.e. it is a combination of n rank-one matrices.
+    F = margin_features(X, Z, alpha).reshape(n * 7, -1)
+    coef, *_ = np.linalg.lstsq(F.T, fro.ravel(), rcond=None)
+    assert np.linalg.norm(F.T @ coef - fro.ravel()) <= 1e-6 * np.linalg.norm(fro)
+    # Lagrange multipliers are >= 0 and vanish off the support vectors (complementary slackness).
+    assert coef.min() >= -1e-5 * np.abs(coef).max()
+    off_support = constraint_slack(fro, X, Z, alpha) > 1 + 1e-4
+    assert np.all(np.abs(coef[off_support]) <= 1e-5 * np.abs(coef).max())
+
+
+def test_infeasible_selection_raises_a_clear_error() -> None:
+    X, Z, _, _ = unit_data(0)
+    X[2, 3] = X[2, 0]  # the selected token of sequence 2 repeated: 0 >= 1 cannot hold
+    alpha = np.zeros(6, dtype=int)
+    for norm in ("fro", "nuc"):
+        with pytest.raises(AttSVMError, match="infeasible") as info:
+            solve_att_svm(X, Z, alpha, norm)
+        assert "infeasible" in info.value.status
+
+
+def test_bad_inputs_are_refused() -> None:
+    X, Z, _, _ = unit_data(0)
+    with pytest.raises(ValueError, match="alpha"):
+        solve_att_svm(X, Z, np.full(6, 8), "fro")
+    with pytest.raises(ValueError, match="Z"):
+        solve_att_svm(X, Z[:5], np.zeros(6, dtype=int), "fro")
+    with pytest.raises(ValueError, match="norm"):
+        solve_att_svm(X, Z, np.zeros(6, dtype=int), "spectral")  # type: ignore[arg-type]
+
+
+def test_helpers() -> None:
+    X, Z, Y, v = unit_data(3)
+    gamma = token_scores(X, Y, v)
+    manual = np.array([[Y[i] * v @ X[i, t] for t in range(8)] for i in range(6)])
+    np.testing.assert_allclose(gamma, manual)
+    np.testing.assert_array_equal(optimal_tokens(X, Y, v), manual.argmax(axis=1))
+    P = np.full((2, 4), 0.1)
+    P[0, 2] = P[1, 3] = 0.7
+    np.testing.assert_array_equal(selected_tokens(P), [2, 3])
+    W = np.random.default_rng(0).standard_normal((4, 4))
+    assert correlation(W, 3 * W) == pytest.approx(1.0)
+    assert correlation(W, -W) == pytest.approx(-1.0)
+    assert np.isnan(correlation(W, np.zeros_like(W)))
+    assert svm_rank(np.outer([1.0, 2, 3], [1.0, 0, 1])) == 1
+
+
+# ------------------------------------------------------------------------------ engine
+AttentionSVM = get_engine("attention-svm")
+
+
+def test_short_run_emits_the_declared_streams() -> None:
+    torch.set_num_threads(1)
+    e = AttentionSVM({"n": 3, "T": 4, "d": 5}, seed=1, probes={"svm": 5})
+    frames = list(e.frames(12))
+    streams = {s.name: s for s in e.streams}
+    assert streams["margin_directions"].shape == (12, 2)
+    assert streams["margin_directions"].groups == ("selected",) * 3 + ("other",) * 9
+    assert streams["attention"].shape == (3, 4)
+    first = frames[0].data
+    # The SVM probe is due at step 0, so everything is measured there, with its cost.
+    for name in (
+        "train_loss",
+        "svm_correlation",
+        "svm_rank",
+        "margin_directions",
+        "attention",
+        "probe_seconds",
+    ):
+        assert name in first, name
+    assert first["probe_seconds"][0] > 0
+    pts = first["margin_directions"]
+    np.testing.assert_allclose(pts[:3], 0.0)  # selected tokens sit at the origin
+    assert pts[3:, 0].min() >= 1 - 1e-6  # SVM margins of the other tokens
+    assert np.all(first["svm_rank"] <= 3)
+    np.testing.assert_allclose(first["attention"].sum(axis=1), 1.0)
+    # Frame 0 describes the initial model: its loss is the loss at the initial weights.
+    e0 = AttentionSVM({"n": 3, "T": 4, "d": 5}, seed=1)
+    e0.start()
+    assert float(first["train_loss"]) == pytest.approx(float(e0._forward()[0].detach()))
+
+
+def test_frames_correlation_matches_an_independent_solve() -> None:
+    e = AttentionSVM({"n": 3, "T": 4, "d": 5}, seed=2, probes={"svm": 1})
+    for _ in e.frames(30):
+        pass
+    W = e.attention_matrix().detach().numpy().copy()
+    f = e.step()  # frame 30 measures the model after 30 updates, i.e. W
+    sel = selected_tokens(f.data["attention"])
+    expect = [correlation(W, solve_att_svm(e._X_np, e._Z_np, sel, norm)) for norm in ("fro", "nuc")]
+    np.testing.assert_allclose(f.data["svm_correlation"], expect, atol=1e-6)
+
+
+def test_live_changes() -> None:
+    e = AttentionSVM({"n": 3, "T": 4, "d": 5}, seed=0, probes={"svm": 1})
+    list(e.frames(3))
+    X_before = e._X_np.copy()
+    with pytest.raises(SpecError, match="not live"):
+        e.set("parameterization", "KQ")
+    e.set("head_seed", 1)  # the SVM does not depend on v: cache kept
+    assert e._svm
+    assert any(ev.kind == "phase" for ev in e.pop_events())
+    e.set("data_seed", 5)
+    assert not e._svm  # solutions belonged to the old data
+    assert not np.allclose(e._X_np, X_before)
+    events = e.pop_events()
+    assert events and "data_seed" in events[0].payload["message"]
+    f = e.step()
+    assert "svm_correlation" in f.data  # re-solved for the new selection
+
+
+@pytest.mark.parametrize("name", ["attention-svm", "attention-svm-kq"])
+def test_presets_load(name: str) -> None:
+    from lab.presets import load
+
+    preset = load(name)
+    assert preset.engine == "attention-svm"
+    assert preset.steps == 2000
+
+
+# ------------------------------------------------------------------------------ science
+@functools.cache  # the KQ runs serve two tests
+def train(parameterization: str, seed: int, weight_decay: float | None = None) -> dict[str, Any]:
+    """2000 normalised-GD steps; W after 500 and after 2000 updates, and frame 2000."""
+    torch.set_num_threads(1)
+    params: dict[str, Any] = {"parameterization": parameterization}
+    if weight_decay is not None:
+        params["weight_decay"] = weight_decay
+    e = AttentionSVM(params, seed=seed, probes={"svm": 500})
+    snapshots = {}
+    for _ in range(2001):
+        if e.step_count in (500, 2000):  # frame t describes the model after t updates
+            snapshots[e.step_count] = e.attention_matrix().detach().numpy().copy()
+        f = e.step()
+    assert f.step == 2000
+    return {"engine": e, "W500": snapshots[500], "W2000": snapshots[2000], "frame": f}
+
+
+@pytest.mark.slow
+def test_w_parameterisation_converges_to_the_frobenius_svm() -> None:
+    for seed in SEEDS:
+        out = train("W", seed)
+        e, f = out["engine"], out["frame"]
+        sel = selected_tokens(f.data["attention"])
+        fro = solve_att_svm(e._X_np, e._Z_np, sel, "fro")
+        c_final = float(f.data["svm_correlation"][0])
+        assert c_final >= 0.99, (seed, c_final)
+        assert c_final > float(f.data["svm_correlation"][1])  # Frobenius, not nuclear
+        # Monotone in the long run: corr at 2000 >= corr at 500 - 1e-3 (same SVM, the final ids).
+        assert correlation(out["W2000"], fro) == pytest.approx(c_final, abs=1e-9)
+        assert correlation(out["W2000"], fro) >= correlation(out["W500"], fro) - 1e-3
+        assert float(f.data["selected_attention"]) >= 0.999
+        assert f.data["svm_rank"][0] <= 6
+        check_margin_opened(f)
+
+
+def check_margin_opened(f: Any) -> None:
+    """The current direction separates the selected tokens by most of the SVM's max margin."""
+    assert float(f.data["normalized_margin"]) >= 0.75 * float(f.data["svm_margin"])
+    pts = f.data["margin_directions"][6:]  # the non-selected tokens
+    assert pts[:, 0].min() >= 1 - 1e-9  # SVM margins
+    assert pts[:, 1].min() >= 0.75  # current margins, in units of the SVM margin
+    assert np.abs(pts[:, 1] - pts[:, 0]).max() <= 0.3  # near the diagonal y = x
+
+
+@pytest.mark.slow
+def test_kq_parameterisation_converges_to_the_nuclear_svm() -> None:
+    gaps = []
+    for seed in SEEDS:
+        f = train("KQ", seed)["frame"]
+        c_fro, c_nuc = (float(c) for c in f.data["svm_correlation"])
+        assert c_nuc >= 0.98, (seed, c_nuc)
+        gaps.append(c_nuc - c_fro)
+        assert float(f.data["selected_attention"]) >= 0.999
+        check_margin_opened(f)
+    assert np.mean(gaps) >= 0.05, gaps
+
+
+@pytest.mark.slow
+def test_kq_without_the_epsilon_term_drifts_away() -> None:
+    """SCIENCE.md pitfall: with weight_decay = 0 the K Q^T direction leaves the nuclear SVM."""
+    with_eps, without = [], []
+    for seed in SEEDS:
+        without.append(float(train("KQ", seed, 0.0)["frame"].data["svm_correlation"][1]))
+        with_eps.append(float(train("KQ", seed)["frame"].data["svm_correlation"][1]))
+    assert np.mean(without) <= np.mean(with_eps) - 0.1, (without, with_eps)

@@ -1,0 +1,150 @@
+"""``HeatmapView``: a 2-D array per step (layer x group element, frequency x neuron)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore, QtWidgets
+
+from lab.frames import Stream
+from lab.presets import ViewSpec
+
+from . import style
+from .buffers import Snapshots
+from .plotview import PlotView
+
+#: Most tick labels drawn per axis; longer label lists are thinned evenly.
+MAX_TICKS = 24
+
+
+class HeatmapView(PlotView):
+    """The newest (or cursor-step) matrix as an image with labelled rows and columns.
+
+    ``kind = "heatmap"`` shows the first heatmap stream, ``(R, C)`` with the stream's
+    ``rows``/``cols`` as tick labels. ``kind = "vector-heatmap"`` stacks the view's
+    vector streams as rows (row labels = stream names, columns = the first stream's
+    labels). Signed data get a diverging map centred on 0, otherwise viridis; ``log_y``
+    colours by log10 of the value. Hovering shows ``row, col = value``.
+    """
+
+    single_run = True
+    x_label = ""
+
+    def __init__(self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None) -> None:
+        self.snaps: dict[tuple[str, str], Snapshots] = {}
+        super().__init__(view, streams, parent)
+        self.vector_mode = view.kind == "vector-heatmap" or (
+            bool(self.stream_names) and self.streams[self.stream_names[0]].kind == "vector"
+        )
+        self.image = pg.ImageItem(axisOrder="row-major")
+        self.item.addItem(self.image)
+        self.item.invertY(True)  # row 0 on top, as a matrix is read
+        self.item.setMouseEnabled(x=False, y=False)
+        self.item.showGrid(x=False, y=False)
+        first = self.streams.get(self.stream_names[0]) if self.stream_names else None
+        label = "log10 value" if view.log_y else (first.units if first and first.units else "value")
+        self.colourbar = pg.ColorBarItem(colorMap="viridis", interactive=False, width=14)
+        self.colourbar.setImageItem(self.image, insert_in=self.item)
+        style.style_colourbar(self.colourbar, label)
+        self.hover = QtWidgets.QLabel(" ")
+        self.hover.setStyleSheet("color: #222; font-size: 9pt;")
+        self._layout.insertWidget(self._layout.count() - 1, self.hover)
+        self.plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        self.data: np.ndarray | None = None  # the matrix drawn (after log), for hover and tests
+        self.shown_step: int | None = None
+        self.row_labels: tuple[str, ...] = ()
+        self.col_labels: tuple[str, ...] = ()
+        self._signed: bool | None = None
+
+    def _y_label(self) -> str:
+        return ""
+
+    def _append(self, run: str, name: str, step: int, value: np.ndarray) -> None:
+        self.snaps.setdefault((run, name), Snapshots()).append(step, value)
+
+    def _clear_data(self) -> None:
+        self.snaps.clear()
+        self.data = None
+        self._signed = None
+
+    # ------------------------------------------------------------------ drawing
+    def _current(self) -> tuple[int, np.ndarray, tuple[str, ...], tuple[str, ...]] | None:
+        run = self.shown_run()
+        if not self.vector_mode:
+            name = self.stream_names[0] if self.stream_names else ""
+            got = self.snaps.get((run, name), Snapshots()).at(self.cursor)
+            if got is None:
+                return None
+            s = self.streams[name]
+            return got[0], np.asarray(got[1], dtype=float), s.rows, s.cols
+        rows, names, step = [], [], None
+        for name in self.stream_names:
+            got = self.snaps.get((run, name), Snapshots()).at(self.cursor)
+            if got is None:
+                continue
+            step = got[0] if step is None else max(step, got[0])
+            rows.append(np.asarray(got[1], dtype=float).reshape(-1))
+            names.append(name)
+        if not rows:
+            return None
+        width = max(r.size for r in rows)
+        mat = np.full((len(rows), width), np.nan)
+        for i, r in enumerate(rows):
+            mat[i, : r.size] = r
+        return step, mat, tuple(names), self.streams[names[0]].labels
+
+    def _redraw(self) -> None:
+        cur = self._current()
+        if cur is None:
+            self.image.clear()
+            self.data = None
+            self.shown_step = None
+            return
+        step, mat, rows, cols = cur
+        if self.view.log_y:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                mat = np.where(mat > 0, np.log10(np.where(mat > 0, mat, 1.0)), np.nan)
+        self.data, self.shown_step = mat, step
+        finite = mat[np.isfinite(mat)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        signed = lo < 0 < hi and not self.view.log_y
+        if signed != self._signed:
+            self._signed = signed
+            self.colourbar.setColorMap(pg.colormap.get("CET-D1" if signed else "viridis"))
+        if signed:
+            m = max(abs(lo), abs(hi))
+            lo, hi = -m, m
+        if hi <= lo:
+            hi = lo + 1.0
+        self.image.setImage(np.nan_to_num(mat, nan=lo), autoLevels=False)
+        self.colourbar.setLevels((lo, hi))
+        self.image.setRect(QtCore.QRectF(0, 0, mat.shape[1], mat.shape[0]))
+        if (rows, cols) != (self.row_labels, self.col_labels):
+            self.row_labels, self.col_labels = rows, cols
+            self.item.getAxis("left").setTicks([_ticks(rows, mat.shape[0])])
+            self.item.getAxis("bottom").setTicks([_ticks(cols, mat.shape[1])])
+        self.item.setRange(xRange=(0, mat.shape[1]), yRange=(0, mat.shape[0]), padding=0)
+        self.item.setTitle(f"{self.view.title} — step {step}", color=style.FOREGROUND, size="10pt")
+
+    def value_at(self, row: int, col: int) -> str:
+        """Hover text for a cell: ``row, col = value``."""
+        if self.data is None or not (0 <= row < self.data.shape[0] and 0 <= col < self.data.shape[1]):
+            return " "
+        r = self.row_labels[row] if row < len(self.row_labels) else str(row)
+        c = self.col_labels[col] if col < len(self.col_labels) else str(col)
+        return f"{r}, {c} = {self.data[row, col]:.4g}" + (" (log10)" if self.view.log_y else "")
+
+    def _on_mouse_moved(self, pos: QtCore.QPointF) -> None:
+        if self.data is None or not self.item.sceneBoundingRect().contains(pos):
+            return
+        p = self.item.getViewBox().mapSceneToView(pos)
+        self.hover.setText(self.value_at(int(np.floor(p.y())), int(np.floor(p.x()))))
+
+
+def _ticks(labels: Sequence[str], n: int) -> list[tuple[float, str]]:
+    """Centred tick labels for ``n`` cells, thinned to at most ``MAX_TICKS``."""
+    names = list(labels) if len(labels) == n else [str(i) for i in range(n)]
+    every = max(1, -(-n // MAX_TICKS))
+    return [(i + 0.5, names[i]) for i in range(0, n, every)]

@@ -1,0 +1,263 @@
+"""Spectrum views: the newest histogram as bars, and histograms (or vectors) over time.
+
+A histogram frame is ``(3, B)``: left edges, right edges and weight of B bins, which
+may be non-uniform and move from step to step (a Lanczos spectrum's range grows as
+sharpness rises).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtWidgets
+
+from lab.frames import Stream
+from lab.presets import ViewSpec
+
+from . import style
+from .buffers import Snapshots
+from .plotview import PlotView
+
+#: Rows of the waterfall's common bin grid and most columns drawn (steps are resampled).
+WATERFALL_BINS = 160
+WATERFALL_MAX_COLUMNS = 1200
+
+
+class _SnapshotView(PlotView):
+    """Keeps every pushed array per (run, stream) so the cursor can show any step."""
+
+    def __init__(self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None) -> None:
+        self.snaps: dict[tuple[str, str], Snapshots] = {}
+        super().__init__(view, streams, parent)
+
+    def _append(self, run: str, name: str, step: int, value: np.ndarray) -> None:
+        self.snaps.setdefault((run, name), Snapshots()).append(step, value)
+
+    def _clear_data(self) -> None:
+        self.snaps.clear()
+
+
+class HistogramView(_SnapshotView):
+    """The newest (or cursor-step) spectrum of each stream as bars.
+
+    ``log_y`` draws log10 of the weight so a handful of outlier eigenvalues stay visible
+    beside a bulk of thousands; the reference scalar (e.g. 2/η) is a vertical dashed line.
+    Overlaid runs are drawn as outlines in the run's pen style.
+    """
+
+    x_label = "value"
+
+    def __init__(self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(view, streams, parent)
+        first = self.streams[self.stream_names[0]] if self.stream_names else None
+        self.item.setLabel("bottom", f"{self.stream_names[0]} [{first.units}]" if first and first.units
+                           else (self.stream_names[0] if first else "value"), color=style.FOREGROUND)
+        self.item.setLabel("left", "log10 weight" if view.log_y else "weight", color=style.FOREGROUND)
+        self.legend = style.add_legend(self.item)
+        self._bars: dict[tuple[str, str], pg.BarGraphItem] = {}
+        self._ref_lines: dict[str, pg.InfiniteLine] = {}
+        self._step_label = pg.TextItem(color=style.FOREGROUND, anchor=(0, 0))
+        self._step_label.setParentItem(self.item.getViewBox())
+        self._step_label.setPos(4, 2)
+
+    def _y_label(self) -> str:
+        return ""
+
+    def heights(self, weight: np.ndarray) -> tuple[np.ndarray, float]:
+        """Bar heights and baseline: log10 of positive weights when ``log_y`` (empty bins at the floor)."""
+        w = np.asarray(weight, dtype=float)
+        if not self.view.log_y:
+            return w, 0.0
+        pos = w[w > 0]
+        floor = math.log10(pos.min()) - 0.5 if pos.size else 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            h = np.where(w > 0, np.log10(np.where(w > 0, w, 1.0)), floor)
+        return h, floor
+
+    def _redraw(self) -> None:
+        shown_step = None
+        for key, snaps in self.snaps.items():
+            run, name = key
+            if name == self.reference:
+                continue
+            got = snaps.at(self.cursor)
+            bars = self._bars.get(key)
+            if got is None:
+                if bars is not None:
+                    bars.hide()
+                continue
+            step, value = got
+            shown_step = step if shown_step is None else max(shown_step, step)
+            left, right, weight = value[0], value[1], value[2]
+            if self.view.log_y:
+                keep = weight > 0  # log10(0) has no bar; empty bins are simply not drawn
+                left, right, weight = left[keep], right[keep], weight[keep]
+            height, base = self.heights(weight)
+            c = self.stream_names.index(name) if name in self.stream_names else 0
+            r = self.run_index(run)
+            fill = pg.mkColor(style.colour(c))
+            fill.setAlpha(160)
+            # Later runs are outlines in their run's pen style, so overlaid spectra stay readable.
+            brush = pg.mkBrush(fill) if r == 0 else pg.mkBrush(None)
+            pen = style.series_pen(c, r, width=1.0 if r == 0 else 1.8)
+            if bars is None:
+                bars = pg.BarGraphItem(x0=left, x1=right, y0=base, y1=height, brush=brush, pen=pen)
+                self._bars[key] = bars
+                self.item.addItem(bars)
+                self.legend.addItem(bars, name + self.run_suffix(run))
+            else:
+                bars.setOpts(x0=left, x1=right, y0=base, y1=height, brush=brush, pen=pen)
+            bars.show()
+        self._draw_reference()
+        self._step_label.setText("" if shown_step is None else f"step {shown_step}")
+
+    def _draw_reference(self) -> None:
+        if not self.reference:
+            return
+        for (run, name), snaps in self.snaps.items():
+            if name != self.reference:
+                continue
+            got = snaps.at(self.cursor)
+            line = self._ref_lines.get(run)
+            if got is None or not np.isfinite(got[1]).all():
+                if line is not None:
+                    line.hide()
+                continue
+            value = float(np.asarray(got[1]).reshape(-1)[0])
+            label = f"{name}{self.run_suffix(run)} = {value:.4g}"
+            if line is None:
+                line = style.vline(value, style.REFERENCE_COLOUR, label, label_pos=0.85)
+                self.item.addItem(line)  # not ignoreBounds: keep the threshold in view
+                self._ref_lines[run] = line
+            line.setValue(value)
+            line.label.setFormat(label)
+            line.show()
+
+    def _clear_data(self) -> None:
+        super()._clear_data()
+        for bars in self._bars.values():
+            self.item.removeItem(bars)
+        for line in self._ref_lines.values():
+            self.item.removeItem(line)
+        self._bars.clear()
+        self._ref_lines.clear()
+        self.legend.clear()
+
+
+class WaterfallView(_SnapshotView):
+    """A histogram (or vector) stream over time as an image: x = step, y = bin or item.
+
+    Histograms with moving, non-uniform edges are rebinned (mass-conserving) onto one
+    common grid spanning every frame seen; colour is log10 of the weight (``log_y``
+    chooses log for vectors too). Shows the first stream of one run (selector when
+    several runs are pushed).
+    """
+
+    time_axis = True
+    single_run = True
+
+    def __init__(self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(view, streams, parent)
+        self.stream = self.stream_names[0] if self.stream_names else ""
+        s = self.streams.get(self.stream)
+        self.is_histogram = s is not None and s.kind == "histogram"
+        self.log_colour = self.is_histogram or view.log_y
+        self.image = pg.ImageItem(axisOrder="row-major")
+        self.item.addItem(self.image)
+        self.colourbar = pg.ColorBarItem(colorMap="viridis", interactive=False, width=14)
+        self.colourbar.setImageItem(self.image, insert_in=self.item)
+        style.style_colourbar(self.colourbar, "log10 weight" if self.log_colour else "value")
+        self.item.showGrid(x=False, y=False)
+        unit = f" [{s.units}]" if s and s.units else ""
+        if self.is_histogram:
+            self.item.setLabel("left", f"{self.stream}{unit}", color=style.FOREGROUND)
+        elif s is not None:
+            labels = s.labels or tuple(f"{self.stream}[{i}]" for i in range(int(np.prod(s.shape or (1,)))))
+            self.item.getAxis("left").setTicks([[(i + 0.5, lab) for i, lab in enumerate(labels)]])
+            self.item.setLabel("left", "")
+        self.data: np.ndarray | None = None  # the last image drawn, (rows, cols)
+
+    def _y_label(self) -> str:
+        return ""
+
+    def _redraw(self) -> None:
+        snaps = self.snaps.get((self.shown_run(), self.stream))
+        if snaps is None or len(snaps) == 0:
+            self.image.clear()
+            self.data = None
+            return
+        steps = np.asarray(snaps.steps, dtype=float)
+        # Resample columns on a uniform step grid: uneven probe cadences stay true to x,
+        # and very long runs are capped at WATERFALL_MAX_COLUMNS columns.
+        n_cols = min(len(steps), WATERFALL_MAX_COLUMNS)
+        if n_cols == 1:
+            grid_steps, dx = steps, 1.0
+        else:
+            dx = (steps[-1] - steps[0]) / (n_cols - 1)
+            grid_steps = steps[0] + dx * np.arange(n_cols)
+        idx = np.clip(np.searchsorted(steps, grid_steps + 1e-9 * max(dx, 1.0), side="right") - 1, 0, len(steps) - 1)
+        if self.is_histogram:
+            lo = min(float(v[0].min()) for v in snaps.values)
+            hi = max(float(v[1].max()) for v in snaps.values)
+            if not hi > lo:
+                hi = lo + 1.0
+            edges = np.linspace(lo, hi, WATERFALL_BINS + 1)
+            cache: dict[int, np.ndarray] = {}
+            cols = []
+            for i in idx:
+                if i not in cache:
+                    cache[i] = rebin(snaps.values[i], edges)
+                cols.append(cache[i])
+            y0, height = lo, hi - lo
+        else:
+            cols = [np.asarray(snaps.values[i], dtype=float).reshape(-1) for i in idx]
+            y0, height = 0.0, float(cols[0].size)
+        img = np.stack(cols, axis=1)  # rows = bins/items, cols = steps
+        if self.log_colour:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                img = np.where(img > 0, np.log10(np.abs(img) + (img <= 0)), np.nan)
+        self.data = img
+        finite = img[np.isfinite(img)]
+        vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        if vmax <= vmin:
+            vmax = vmin + 1.0
+        # Empty bins (NaN) go below the colour range: drawn in the map's darkest colour.
+        self.image.setImage(np.nan_to_num(img, nan=vmin), autoLevels=False)
+        self.colourbar.setLevels((vmin, vmax))
+        x0 = float(steps[0])
+        self.image.setRect(pg.QtCore.QRectF(x0 - dx / 2, y0, dx * n_cols, height))
+
+    def x_pos(self, step: float) -> float | None:
+        # An image is drawn on a linear step axis; log_x is not applied to waterfalls.
+        return float(step)
+
+
+def rebin(hist: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Mass of a ``(3, B)`` histogram falling in each bin of ``edges`` (uniform within a bin).
+
+    Parameters
+    ----------
+    hist
+        Rows: left edges, right edges, weight (treated as the bin's mass).
+    edges
+        Increasing edges of the target grid, ``G + 1`` values.
+
+    Returns
+    -------
+    Array of ``G`` masses; the total is preserved for the part inside ``edges``.
+    """
+    left, right, weight = (np.asarray(r, dtype=float) for r in hist)
+    width = np.maximum(right - left, 1e-300)
+    # Overlap of every source bin with every target bin: B x G, cheap for spectra (B, G ~ 100).
+    lo = np.maximum(left[:, None], edges[None, :-1])
+    hi = np.minimum(right[:, None], edges[None, 1:])
+    overlap = np.clip(hi - lo, 0.0, None) / width[:, None]
+    zero_width = right <= left  # a delta (e.g. an exact eigenvalue): put it in its target bin
+    if zero_width.any():
+        j = np.clip(np.searchsorted(edges, left[zero_width], side="right") - 1, 0, len(edges) - 2)
+        overlap[zero_width] = 0.0
+        overlap[np.nonzero(zero_width)[0], j] = 1.0
+    return np.nan_to_num(weight) @ overlap

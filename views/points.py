@@ -1,0 +1,291 @@
+"""``PointsView``: labelled point clouds per step (class means, classifiers, embeddings).
+
+3-D points are drawn in a vispy scene with a rotatable turntable camera; 2-D points,
+and 3-D points when OpenGL is unavailable (offscreen Qt, a remote session), in a
+pyqtgraph scatter (3-D data projected on its top two principal axes, with a note).
+Groups decide the drawing: every group has a colour; ``ARROW_GROUPS`` get a line from
+the origin to each point (classifier rows, margin directions); ``SIMPLEX_GROUPS`` get
+an edge between every pair of their points (the simplex ETF wireframe).
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import os
+from collections.abc import Mapping
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtGui, QtWidgets
+
+from lab.frames import Stream
+from lab.presets import ViewSpec
+
+from . import style
+from .base import StreamView
+from .buffers import Snapshots
+
+ARROW_GROUPS = ("classifier", "classifiers", "arrow", "direction", "margin")
+SIMPLEX_GROUPS = ("etf", "simplex")
+
+
+@functools.cache
+def gl_available() -> bool:
+    """Whether an OpenGL context can be made current (False on offscreen/minimal Qt).
+
+    ``DYNLAB_NO_GL=1`` forces the 2-D fallback.
+    """
+    if os.environ.get("DYNLAB_NO_GL"):
+        return False
+    app = QtGui.QGuiApplication.instance()
+    if app is None or app.platformName() in ("offscreen", "minimal", "vnc"):
+        return False
+    ctx = QtGui.QOpenGLContext()
+    if not ctx.create():
+        return False
+    surface = QtGui.QOffscreenSurface()
+    surface.create()
+    ok = bool(ctx.makeCurrent(surface))
+    if ok:
+        ctx.doneCurrent()
+    return ok
+
+
+class PointsView(StreamView):
+    """Points of the view's streams at the newest (or cursor) step, coloured by group.
+
+    Points of all the view's streams are drawn together; a stream without ``groups``
+    is one group named after the stream. One run at a time (selector when several).
+    """
+
+    single_run = True
+
+    def __init__(self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(view, streams, parent)
+        self.snaps: dict[tuple[str, str], Snapshots] = {}
+        self.mode: str | None = None  # "vispy" or "2d", chosen at the first data
+        self.note = QtWidgets.QLabel()
+        self.note.setStyleSheet("color: #a05000; font-size: 9pt;")
+        self.note.setVisible(False)
+        self.legend_label = QtWidgets.QLabel()
+        self.legend_label.setTextFormat(pg.QtCore.Qt.TextFormat.RichText)
+        self.legend_label.setVisible(False)
+        self.title_label = QtWidgets.QLabel(f"<b>{html.escape(view.title)}</b>")
+        self._layout.addWidget(self.title_label)
+        self._layout.addWidget(self.legend_label)
+        self._layout.addWidget(self.note)
+        self._holder = QtWidgets.QWidget()
+        self._holder_layout = QtWidgets.QVBoxLayout(self._holder)
+        self._holder_layout.setContentsMargins(0, 0, 0, 0)
+        self._finish_layout(self._holder)
+        self._group_colour: dict[str, str] = {}
+        self.points: np.ndarray | None = None  # what is drawn: (N, d) before projection
+        self.groups: list[str] = []
+        self.labels: list[str] = []
+        self.shown_step: int | None = None
+        # 2-D (pyqtgraph) state
+        self.plot: pg.PlotWidget | None = None
+        self._scatters: dict[str, pg.ScatterPlotItem] = {}
+        self._texts: list[pg.TextItem] = []
+        self._lines2d: pg.PlotDataItem | None = None
+        self._basis: np.ndarray | None = None
+        # 3-D (vispy) state
+        self.canvas = None
+        self._fit_scale = 0.0
+
+    # ------------------------------------------------------------------ buffers
+    def _append(self, run: str, name: str, step: int, value: np.ndarray) -> None:
+        self.snaps.setdefault((run, name), Snapshots()).append(step, value)
+
+    def _clear_data(self) -> None:
+        self.snaps.clear()
+
+    def _current(self) -> tuple[int, np.ndarray, list[str], list[str]] | None:
+        run = self.shown_run()
+        parts, groups, labels, step = [], [], [], None
+        for name in self.stream_names:
+            got = self.snaps.get((run, name), Snapshots()).at(self.cursor)
+            if got is None:
+                continue
+            step = got[0] if step is None else max(step, got[0])
+            pts = np.asarray(got[1], dtype=float)
+            s = self.streams[name]
+            n = pts.shape[0]
+            groups += list(s.groups) if len(s.groups) == n else [name] * n
+            labels += list(s.labels) if len(s.labels) == n else [""] * n
+            parts.append(pts)
+        if not parts:
+            return None
+        dim = max(p.shape[1] for p in parts)
+        pts = np.concatenate([np.pad(p, ((0, 0), (0, dim - p.shape[1]))) for p in parts])
+        return step, pts, groups, labels
+
+    def group_colour(self, group: str) -> str:
+        """Stable colour of a group (first seen, first colour)."""
+        if group not in self._group_colour:
+            self._group_colour[group] = style.colour(len(self._group_colour))
+        return self._group_colour[group]
+
+    def segments(self, points: np.ndarray, groups: list[str]) -> np.ndarray:
+        """Line segments ``(2S, d)``: origin->point for arrow groups, all pairs of simplex groups."""
+        segs = []
+        origin = np.zeros(points.shape[1])
+        garr = np.array(groups)
+        for g in dict.fromkeys(groups):
+            idx = np.nonzero(garr == g)[0]
+            key = g.lower()
+            if any(key.startswith(a) for a in ARROW_GROUPS):
+                for i in idx:
+                    segs += [origin, points[i]]
+            elif any(key.startswith(s) for s in SIMPLEX_GROUPS):
+                for a in range(len(idx)):
+                    for b in range(a + 1, len(idx)):
+                        segs += [points[idx[a]], points[idx[b]]]
+        return np.array(segs).reshape(-1, points.shape[1])
+
+    # ------------------------------------------------------------------ drawing
+    def _redraw(self) -> None:
+        cur = self._current()
+        if cur is None:
+            self.points = None
+            self.shown_step = None
+            if self.mode == "2d":
+                self._draw_2d(np.zeros((0, 2)), [], [])
+            elif self.mode == "vispy":
+                self._draw_3d(np.zeros((0, 3)), [], [])
+            return
+        step, pts, groups, labels = cur
+        self.points, self.groups, self.labels, self.shown_step = pts, groups, labels, step
+        for g in groups:
+            self.group_colour(g)
+        if self.mode is None:
+            self._choose_mode(pts.shape[1])
+        self.title_label.setText(f"<b>{html.escape(self.view.title)}</b> — step {step}")
+        self.legend_label.setText(" ".join(
+            f'<span style="color:{c}">&#9679;</span>&nbsp;{html.escape(g)}&nbsp;&nbsp;'
+            for g, c in self._group_colour.items()))
+        self.legend_label.setVisible(self.mode == "vispy")
+        if self.mode == "vispy":
+            self._draw_3d(pts, groups, labels)
+        else:
+            self._draw_2d(self._project(pts), groups, labels)
+
+    def _choose_mode(self, dim: int) -> None:
+        if dim == 3 and gl_available():
+            try:
+                self._make_canvas()
+                self.mode = "vispy"
+                return
+            except Exception as exc:  # noqa: BLE001 - any GL/driver failure means: fall back
+                self.note.setText(f"3-D view unavailable ({type(exc).__name__}): showing a 2-D projection")
+        elif dim == 3:
+            self.note.setText("OpenGL unavailable: 3-D points shown as a 2-D projection on their top two "
+                              "principal axes")
+        self.note.setVisible(dim == 3)
+        self.mode = "2d"
+        self.plot = style.make_plot("", "PC1" if dim == 3 else "x", "PC2" if dim == 3 else "y")
+        self.plot.getPlotItem().setAspectLocked(True)
+        style.add_legend(self.plot.getPlotItem())
+        self._holder_layout.addWidget(self.plot)
+
+    def _project(self, pts: np.ndarray) -> np.ndarray:
+        if pts.shape[1] == 2:
+            return pts
+        # Uncentred SVD keeps the origin (where classifier arrows start) at the origin;
+        # signs are aligned with the previous basis so the picture does not flip.
+        _, _, vt = np.linalg.svd(pts, full_matrices=False)
+        basis = vt[:2].T
+        if self._basis is not None:
+            basis = basis * np.sign(np.sum(basis * self._basis, axis=0) + 1e-12)
+        self._basis = basis
+        return pts @ basis
+
+    def _draw_2d(self, pts: np.ndarray, groups: list[str], labels: list[str]) -> None:
+        item = self.plot.getPlotItem()
+        garr = np.array(groups)
+        for g in dict.fromkeys([*self._scatters, *groups]):
+            idx = np.nonzero(garr == g)[0] if len(garr) else np.zeros(0, dtype=int)
+            sc = self._scatters.get(g)
+            if sc is None:
+                c = self.group_colour(g)
+                sc = pg.ScatterPlotItem(size=11, pen=pg.mkPen("k", width=0.8), brush=pg.mkBrush(c), name=g)
+                sc.setZValue(10)
+                item.addItem(sc)
+                self._scatters[g] = sc
+            sc.setData(pos=pts[idx] if idx.size else np.zeros((0, 2)))
+        segs = self.segments(pts, groups) if len(pts) else np.zeros((0, 2))
+        if self._lines2d is None:
+            self._lines2d = pg.PlotDataItem(pen=pg.mkPen("#666666", width=1.2), connect="pairs")
+            item.addItem(self._lines2d)
+        if len(segs):
+            self._lines2d.setData(segs[:, 0], segs[:, 1], connect="pairs")
+        else:
+            self._lines2d.setData([], [])
+        while len(self._texts) < len(labels):
+            t = pg.TextItem(color=style.FOREGROUND, anchor=(-0.1, 1.0))
+            item.addItem(t)
+            self._texts.append(t)
+        for i, t in enumerate(self._texts):
+            if i < len(labels) and labels[i]:
+                t.setText(labels[i])
+                t.setPos(float(pts[i, 0]), float(pts[i, 1]))
+                t.show()
+            else:
+                t.hide()
+
+    # ------------------------------------------------------------------ vispy
+    def _make_canvas(self) -> None:
+        from vispy import app as vispy_app
+        from vispy import scene
+
+        vispy_app.use_app("pyside6")
+        self.canvas = scene.SceneCanvas(keys=None, show=False, bgcolor="white", parent=self._holder)
+        self._holder_layout.addWidget(self.canvas.native)
+        self._scene_view = self.canvas.central_widget.add_view()
+        self._scene_view.camera = scene.TurntableCamera(fov=40, elevation=30, azimuth=-45)
+        self._markers = scene.visuals.Markers(parent=self._scene_view.scene)
+        self._markers.set_gl_state("translucent", depth_test=True)
+        self._segs3d = scene.visuals.Line(parent=self._scene_view.scene, connect="segments",
+                                          color=(0.35, 0.35, 0.35, 1.0), width=1.5)
+        self._text3d = scene.visuals.Text(parent=self._scene_view.scene, color="black", font_size=9,
+                                          anchor_x="left", anchor_y="bottom")
+        self._axes = scene.visuals.XYZAxis(parent=self._scene_view.scene)
+
+    def _draw_3d(self, pts: np.ndarray, groups: list[str], labels: list[str]) -> None:
+        pts = pts.astype(np.float32)
+        if len(pts) == 0:
+            self._markers.visible = self._segs3d.visible = self._text3d.visible = False
+            self.canvas.update()
+            return
+        self._markers.visible = self._segs3d.visible = self._text3d.visible = True
+        colours = np.array([pg.mkColor(self.group_colour(g)).getRgbF() for g in groups], dtype=np.float32)
+        self._markers.set_data(pts, face_color=colours, edge_color="black", size=12, edge_width=1)
+        segs = self.segments(pts, groups)
+        if len(segs):
+            self._segs3d.set_data(pos=segs.astype(np.float32), connect="segments")
+        self._segs3d.visible = bool(len(segs))
+        scale = float(np.abs(pts).max()) or 1.0
+        shown = [i for i, lab in enumerate(labels) if lab]
+        if shown:
+            self._text3d.text = [labels[i] for i in shown]
+            self._text3d.pos = pts[shown] + 0.04 * scale  # beside the marker, not under it
+        self._text3d.visible = bool(shown)
+        # Refit only when the cloud's size changes a lot, so the user's zoom survives.
+        if not (self._fit_scale / 1.6 < scale < self._fit_scale * 1.6):
+            self._fit_scale = scale
+            self._axes.transform = _scale_transform(scale * 0.3)
+            self._scene_view.camera.set_range(x=(-scale, scale), y=(-scale, scale), z=(-scale, scale))
+        self.canvas.update()
+
+    def _grab(self):  # noqa: ANN202 - QPixmap
+        # QWidget.grab renders the QOpenGLWidget's framebuffer too; draw first so it is current.
+        if self.canvas is not None:
+            self.canvas.render()
+        return self.grab()
+
+
+def _scale_transform(s: float):  # noqa: ANN202 - vispy transform
+    from vispy.visuals.transforms import STTransform
+
+    return STTransform(scale=(s, s, s))
