@@ -18,7 +18,11 @@ from .plotview import PlotView
 #: EMA weight of the smoothed line (TensorBoard's slider at 0.9).
 SMOOTH_WEIGHT = 0.9
 #: Rows kept per series before the oldest half is decimated 2:1 (min/max pairs).
-BUFFER_CAP = 1 << 22
+BUFFER_CAP = 1 << 20
+
+
+#: Series longer than this are drawn without antialiasing (see ``_redraw``).
+ANTIALIAS_MAX_POINTS = 20_000
 
 
 class _Series:
@@ -136,6 +140,14 @@ class LinesView(PlotView):
                 continue
             series.drawn_n = buf.n
             x, values, ema = buf.steps, buf.values, buf.ema
+            # Antialiased wide lines cost ~10x in Qt's raster painter once a series is
+            # dense (thousands of segments per pixel column after peak downsampling);
+            # past that point the eye cannot tell, so draw them aliased.
+            aa = buf.n < ANTIALIAS_MAX_POINTS
+            for curve in (*series.raw, *series.smooth):
+                if curve.opts.get("antialias") != aa:
+                    curve.opts["antialias"] = aa
+                    curve.curve.opts["antialias"] = aa
             for k, curve in enumerate(series.raw):
                 curve.setData(x=x, y=values[:, k])
             for k, curve in enumerate(series.smooth):
