@@ -108,8 +108,12 @@ def work(cfg: RunConfig, commands: Any, out: Any) -> str:
         nonlocal recorder, state
         rec, recorder = recorder, None
         try:
-            if rec is not None:
-                rec._f = None  # the file handle is unusable; drop it without flushing
+            if rec is not None and rec._f is not None:
+                try:  # the file may be unusable: close without another flush attempt
+                    rec._f.close()
+                except Exception:
+                    pass
+                rec._f = None
         finally:
             state = PAUSED
             ev = Event(engine.step_count if engine else 0, "record_error", {"message": str(exc)}, time.time())

@@ -1,0 +1,120 @@
+"""Faults during a run: a full disk, a dying engine process, a replay without the engine."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from lab.frames import Event, Frame
+from lab.presets import parse
+from lab.recording import Recorder, Recording, RecordingError
+from lab.runner import Run
+
+PRESET = """
+format_version = 1
+engine = "quadratic"
+title = "t"
+summary = "s"
+paper = "p"
+[run]
+steps = {steps}
+device = "cpu"
+"""
+
+
+def preset(steps=100_000_000):
+    return parse(PRESET.format(steps=steps), path="q.toml", name="q")
+
+
+def wait_until(cond, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        time.sleep(0.005)
+
+
+def test_disk_full_pauses_reports_and_can_continue_unrecorded(tmp_path, monkeypatch):
+    """A write error mid-run: the run pauses with a record_error, the user may continue."""
+    calls = {"n": 0}
+    real = Recorder.flush
+
+    def flaky(self):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RecordingError(f"writing {self.path} failed: [Errno 28] No space left on device")
+        return real(self)
+
+    monkeypatch.setattr(Recorder, "flush", flaky)
+    run = Run(preset(), record=str(tmp_path / "full.h5"), flush_interval=0.05).start()
+    got = []
+    wait_until(lambda: (got.extend(run.drain()), any(isinstance(e, Event) and e.kind == "record_error" for e in got))[1])
+    wait_until(lambda: (got.extend(run.drain()), run.state == "paused")[1])
+    err = next(e for e in got if isinstance(e, Event) and e.kind == "record_error")
+    assert "No space left on device" in err.payload["message"]
+    s = run.step
+    run.continue_unrecorded()
+    wait_until(lambda: (got.extend(run.drain()), run.step > s + 20)[1])
+    run.close()
+    assert any(isinstance(e, Event) and e.kind == "info" and "without recording" in e.payload["message"] for e in got)
+
+
+def test_killed_engine_process_marks_the_run_failed_and_the_file_readable(tmp_path):
+    path = tmp_path / "k.h5"
+    run = Run(preset(), record=str(path), host="process", flush_interval=0.1).start()
+    wait_until(lambda: (run.drain(), run.step > 500)[1], timeout=120)
+    time.sleep(0.3)  # let at least one flush interval pass after step 500
+    os.kill(run._proc.pid, signal.SIGKILL)
+    got = []
+    wait_until(lambda: (got.extend(run.drain()), run.state == "failed")[1])
+    fail = [e for e in got if isinstance(e, Event) and e.kind == "failed"]
+    assert fail and "engine process died" in fail[0].payload["message"]
+    run.close()
+    with Recording(path) as rec:
+        steps, _ = rec.read("train_loss")
+        assert len(steps) > 300 and np.all(np.diff(steps) == 1)
+
+
+def test_replay_needs_only_the_data_not_the_engine(tmp_path):
+    """A recording from an engine this install lacks still replays (renamed engine)."""
+    from lab.player import Player
+    from lab.runner import run_headless
+
+    path = tmp_path / "r.h5"
+    run_headless(preset(steps=50), record=str(path))
+    with h5py.File(path, "r+") as f:
+        f.attrs["engine"] = "an-engine-from-the-future"
+        f.attrs["preset"] = f.attrs["preset"].replace('engine = "quadratic"', 'engine = "an-engine-from-the-future"')
+    p = Player(str(path))
+    items = p.step_by(100)
+    assert sum(isinstance(i, Frame) for i in items) == 50
+    assert p.recording.engine == "an-engine-from-the-future"
+    p.close()
+
+
+def test_recorder_refuses_an_unwritable_place(tmp_path):
+    # A directory where the file should go fails for every user, root included.
+    (tmp_path / "x.h5").mkdir()
+    with pytest.raises(RecordingError, match="cannot create recording .*x.h5"):
+        Recorder(tmp_path / "x.h5", (), {})
+
+
+def test_open_recording_while_it_is_written(tmp_path):
+    """SWMR: a reader sees rows appear while the writer keeps going."""
+    path = tmp_path / "live.h5"
+    run = Run(preset(), record=str(path), flush_interval=0.05).start()
+    wait_until(lambda: (run.drain(), run.step > 200)[1])
+    time.sleep(0.2)
+    with Recording(path) as rec:
+        n1 = rec.rows("train_loss")
+        assert n1 > 0 and rec.attrs["status"] == "recording"
+    wait_until(lambda: (run.drain(), run.step > n1 + 500)[1])
+    time.sleep(0.2)
+    with Recording(path) as rec:
+        assert rec.rows("train_loss") > n1
+    run.close()
