@@ -16,11 +16,16 @@ from __future__ import annotations
 import argparse
 import copy
 import time
+import warnings
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 from engines.probes.hessian import HessianOperator, top_eigenvalues
+
+T = TypeVar("T")
 
 
 def make_problem() -> tuple[torch.nn.Module, tuple[torch.Tensor, torch.Tensor]]:
@@ -33,7 +38,11 @@ def make_problem() -> tuple[torch.nn.Module, tuple[torch.Tensor, torch.Tensor]]:
     x = (x - x.mean(0)) / np.where(std > 0, std, 1.0)
     xt, yt = torch.tensor(x), torch.tensor(data.target[:1000])
     model = torch.nn.Sequential(
-        torch.nn.Linear(64, 24), torch.nn.Tanh(), torch.nn.Linear(24, 24), torch.nn.Tanh(), torch.nn.Linear(24, 10)
+        torch.nn.Linear(64, 24),
+        torch.nn.Tanh(),
+        torch.nn.Linear(24, 24),
+        torch.nn.Tanh(),
+        torch.nn.Linear(24, 10),
     )
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     for _ in range(300):
@@ -43,8 +52,9 @@ def make_problem() -> tuple[torch.nn.Module, tuple[torch.Tensor, torch.Tensor]]:
     return model, (xt, yt)
 
 
-def best_of(repeats: int, fn):  # noqa: ANN001, ANN201 - tiny local helper
-    times, out = [], None
+def best_of(repeats: int, fn: Callable[[], T]) -> tuple[float, T]:
+    """Best wall time of ``repeats`` calls, and the last result."""
+    times: list[float] = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         out = fn()
@@ -58,6 +68,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    # PyHessian calls backward(create_graph=True), which torch warns about; not ours to fix.
+    warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph")
     loss_fn = torch.nn.functional.cross_entropy
     model, batch = make_problem()
     model.eval()  # PyHessian switches to eval mode; do the same for a fair comparison
@@ -112,7 +124,7 @@ def main() -> None:
             calls = {"n": 0}
             original = ph.hessian_vector_product
 
-            def counted(*a, **k):  # noqa: ANN002, ANN003, ANN202
+            def counted(*a: object, **k: object) -> object:
                 calls["n"] += 1
                 return original(*a, **k)
 

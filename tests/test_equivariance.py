@@ -1,0 +1,233 @@
+"""Equivariance probes and engines (SCIENCE.md §6): exactness, failures, and the λ sweep."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engines.base import get_engine
+from engines.equivariance import (
+    CloudMLP,
+    FrameAveragedMLP,
+    anisotropic_clouds,
+    degenerate_clouds,
+    make_image_model,
+)
+from engines.probes.equivariance import (
+    C4,
+    frame_average,
+    layer_errors,
+    point_cloud_error,
+    random_orthogonal,
+    relative_lie_derivative,
+    rotation_generator,
+)
+from engines.spec import SpecError
+
+torch.set_num_threads(1)
+
+
+def _images(dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
+    return torch.randn(64, 1, 9, 9, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def _model(kind: str, dtype: torch.dtype, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = make_image_model(kind).to(dtype)
+    with torch.no_grad():  # non-zero biases, so a bias that breaks equivariance would show
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0.0, 0.5)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["gcnn", "averaged"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_equivariant_models_are_exact_at_every_layer(kind: str, dtype: torch.dtype, tol: float, seed: int) -> None:
+    model = _model(kind, dtype, seed)
+    err = layer_errors(model.features, _images(dtype, seed), C4, model.layer_reps)
+    assert err.shape == (3, 4)
+    assert np.all(err[:, 0] == 0.0)  # identity: exactly zero, not merely small
+    assert err.max() <= tol, err
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_plain_cnn_hidden_layers_are_not_equivariant(seed: int) -> None:
+    model = _model("plain", torch.float32, seed)
+    err = layer_errors(model.features, _images(torch.float32, seed), C4, model.layer_reps)
+    assert np.all(err[:, 0] == 0.0)
+    assert err[:-1, 1:].min() >= 0.3, err
+    assert err[-1, 1:].min() > 1e-3  # the output is not invariant either
+    # g and g⁻¹ (90° and 270°) break equivariance by a similar amount.
+    ratio = err[:, 1] / err[:, 3]
+    assert np.all((ratio > 0.5) & (ratio < 2.0)), err
+
+
+def test_gcnn_regular_representation_is_needed() -> None:
+    """Checked against the wrong representation (spatial rot90 only), the G-CNN fails: the probe can tell."""
+    from engines.probes.equivariance import c4_spatial, trivial
+
+    model = _model("gcnn", torch.float64, 0)
+    wrong = {"lift": c4_spatial, "gconv": c4_spatial, "output": trivial}
+    err = layer_errors(model.features, _images(torch.float64), C4, wrong)
+    assert err[:2, 1].min() > 0.1
+    assert err[-1, 1:].max() < 1e-12  # the invariant output is still fine
+
+
+def test_c4_engine_streams_and_trained_gcnn_stays_exact() -> None:
+    eng = get_engine("equivariance-c4")({"model": "gcnn"}, seed=0, probes={"equivariance": 10, "test": 5})
+    frames = list(eng.frames(21))
+    heat = [f.data["equivariance_error"] for f in frames if "equivariance_error" in f.data]
+    assert len(heat) == 3 and heat[0].shape == (3, 4)
+    stream = {s.name: s for s in eng.streams}["equivariance_error"]
+    assert stream.rows == ("lift", "gconv", "output") and stream.cols == ("e", "r90", "r180", "r270")
+    assert max(h.max() for h in heat) <= 1e-5  # after 20 Adam updates too
+    assert all(np.all(h[:, 0] == 0.0) for h in heat)
+    assert np.isfinite(frames[-1].data["train_loss"])
+    assert frames[-1].data["train_loss"] < frames[0].data["train_loss"]
+
+
+def test_c4_engine_live_reg_strength_rules() -> None:
+    cls = get_engine("equivariance-c4")
+    reg = cls({"model": "regularized"}, seed=0)
+    next(reg.frames(1))
+    assert reg.set("reg_strength", 10.0) == (0.0, 10.0)
+    assert next(reg.frames(1)).data["reg_strength"] == 10.0
+    gcnn = cls({"model": "gcnn"}, seed=0)
+    next(gcnn.frames(1))
+    with pytest.raises(SpecError, match="regularized"):
+        gcnn.set("reg_strength", 1.0)
+    assert gcnn.params["reg_strength"] == 0.0  # rolled back
+    with pytest.raises(SpecError, match="regularized"):
+        cls({"model": "plain", "reg_strength": 1.0})
+    with pytest.raises(SpecError, match="odd"):
+        cls({"image_size": 8})
+
+
+# --------------------------------------------------------------------------- point clouds
+def _clouds(seed: int = 0, n: int = 8) -> torch.Tensor:
+    return anisotropic_clouds(n, 16, torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_frame_averaging_is_exact_for_random_euclidean_motions(seed: int) -> None:
+    gen = torch.Generator().manual_seed(100 + seed)
+    torch.manual_seed(seed)
+    plain = CloudMLP(32).double()
+    fa = FrameAveragedMLP(32).double()
+    fa_inv = lambda X: frame_average(plain.net, X, equivariant=False).sum(-1)  # noqa: E731
+    X = _clouds(seed)
+    fa_err, inv_err, mlp_err = [], [], []
+    for _ in range(20):
+        Q, shift = random_orthogonal(3, gen), 3.0 * torch.randn(3, generator=gen, dtype=torch.float64)
+        fa_err.append(point_cloud_error(fa, X, Q, shift, equivariant=True))
+        inv_err.append(point_cloud_error(fa_inv, X, Q, shift, equivariant=False))
+        mlp_err.append(point_cloud_error(plain, X, Q, shift, equivariant=True))
+    assert max(fa_err) <= 1e-10 and max(inv_err) <= 1e-10, (max(fa_err), max(inv_err))
+    assert min(mlp_err) >= 0.1
+
+
+def test_so3_frames_with_half_the_sign_flips() -> None:
+    gen = torch.Generator().manual_seed(7)
+    torch.manual_seed(0)
+    phi = CloudMLP(16).double()
+    f = lambda X: frame_average(phi, X, equivariant=True, proper=True)  # noqa: E731
+    X = _clouds()
+    for _ in range(5):
+        Q = random_orthogonal(3, gen)
+        Q = Q * torch.sign(torch.linalg.det(Q))  # a proper rotation
+        assert point_cloud_error(f, X, Q, torch.zeros(3, dtype=torch.float64), equivariant=True) <= 1e-10
+
+
+def test_lie_derivative_vanishes_only_for_the_frame_averaged_model() -> None:
+    torch.manual_seed(0)
+    X, A = _clouds(), rotation_generator(2)
+    assert relative_lie_derivative(FrameAveragedMLP(32).double(), X, A, equivariant=True) <= 1e-10
+    assert relative_lie_derivative(CloudMLP(32).double(), X, A, equivariant=True) >= 0.1
+    # A map that is exactly rotation-equivariant by construction: the centred cloud's mean ‖x‖x.
+    f = lambda X: ((X - X.mean(1, keepdim=True)).norm(dim=-1, keepdim=True) * X).mean(1)  # noqa: E731
+    assert relative_lie_derivative(f, X, A, equivariant=True) <= 1e-12
+
+
+def test_degenerate_covariance_breaks_frame_averaging() -> None:
+    """The honest failure: with two equal eigenvalues the PCA frame is not unique."""
+    gen = torch.Generator().manual_seed(3)
+    torch.manual_seed(0)
+    fa = FrameAveragedMLP(32).double()
+    X = degenerate_clouds(16, 16, gen)
+    errs = [point_cloud_error(fa, X, random_orthogonal(3, gen), torch.zeros(3, dtype=torch.float64), equivariant=True)
+            for _ in range(5)]
+    assert min(errs) > 1e-3, errs
+
+
+def test_frames_engine_streams() -> None:
+    eng = get_engine("equivariance-frames")({"n_train": 64, "n_test": 64}, seed=0, probes={"equivariance": 5, "test": 5})
+    frames = list(eng.frames(6))
+    last = frames[-1].data
+    heat = last["equivariance_error"]
+    assert heat.shape == (3, 8) and np.all(heat[:, 0] == 0.0)
+    assert heat.max() <= 1e-10
+    assert last["output_equivariance_error"] <= 1e-10
+    assert last["mlp_output_equivariance_error"] >= 0.1
+    assert last["degenerate_output_equivariance_error"] > 1e-3
+    mlp_lee, fa_lee = last["lie_derivative"]
+    assert fa_lee <= 1e-10 and mlp_lee >= 0.1
+    assert last["train_loss"].shape == (2,)
+
+
+def test_mixed_engine_smoke_and_live_strengths() -> None:
+    eng = get_engine("equivariance-mixed")({"n_train": 64, "n_val": 32, "n_test": 64}, seed=0,
+                                           probes={"equivariance": 2, "test": 2, "tune": 1})
+    frames = list(eng.frames(3))
+    d = frames[-1].data
+    assert d["equivariance_error"].shape == (3, 8) and np.all(d["equivariance_error"][:, 0] == 0.0)
+    assert d["reg_strength"].shape == (2,) and np.all(d["reg_strength"] > 0)
+    eng.set("tune", False)
+    eng.set("reg_flip", 0.0)
+    assert next(eng.frames(1)).data["reg_strength"][1] == 0.0
+
+
+@pytest.mark.parametrize("name", ["equivariance-c4", "equivariance-frames", "equivariance-mixed"])
+def test_presets_validate(name: str) -> None:
+    from lab.presets import load
+
+    preset = load(name)
+    assert any(v.kind == "heatmap" for v in preset.views)
+
+
+# --------------------------------------------------------------------------- λ sweep (slow)
+def _final_errors(reg: float, seed: int, steps: int) -> tuple[float, float]:
+    eng = get_engine("equivariance-c4")({"model": "regularized", "reg_strength": reg}, seed=seed,
+                                        probes={"equivariance": steps, "test": steps})
+    *_, frame = eng.frames(steps + 1)
+    return float(frame.data["output_equivariance_error"]), float(frame.data["equivariance_error"][0, 1:].mean())
+
+
+@pytest.mark.slow
+def test_output_error_falls_as_reg_strength_rises() -> None:
+    """SCIENCE §6 sweep, shortened from 1500 to 300 Adam steps (the ordering already holds there)."""
+    lams = [0.0, 1.0, 10.0, 100.0]
+    out = np.array([[_final_errors(lam, seed, 300) for seed in (0, 1)] for lam in lams]).mean(axis=1)
+    output_err, layer1_err = out[:, 0], out[:, 1]
+    assert np.all(np.diff(output_err) < 0), output_err
+    assert output_err[-1] <= 0.5 * output_err[0], output_err
+    # The penalty acts on the output: the first hidden layer stays far from equivariant.
+    assert layer1_err.min() >= 0.5, layer1_err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_raising_reg_strength_mid_run_fixes_the_output_not_the_features(seed: int) -> None:
+    """The live demo of the c4 preset: λ 0 → 100 at step 150."""
+    eng = get_engine("equivariance-c4")({"model": "regularized"}, seed=seed, probes={"equivariance": 150, "test": 150})
+    *_, before = eng.frames(151)
+    eng.set("reg_strength", 100.0)
+    *_, after = eng.frames(150)
+    assert after.step == 300 and after.data["reg_strength"] == 100.0
+    b, a = before.data["equivariance_error"], after.data["equivariance_error"]
+    assert a[-1, 1:].mean() <= 0.5 * b[-1, 1:].mean(), (b, a)
+    # Hidden layers: still far from equivariant, and moved much less than the output.
+    assert a[0, 1:].mean() >= 0.5
+    assert abs(a[0, 1:].mean() / b[0, 1:].mean() - 1) <= 0.25, (b, a)
