@@ -156,3 +156,36 @@ def test_export_replay_mp4(window, qtbot, tmp_path):
     n = export_replay_mp4(ws, str(out), frames=12, fps=6, progress=lambda d, t: calls.append(d) or True)
     assert n == 12 and calls[-1] == 12
     assert out.stat().st_size > 1000
+
+
+def test_record_error_asks_and_can_continue_unrecorded(window, qtbot, monkeypatch):
+    from PySide6 import QtWidgets
+
+    from lab.recording import Recorder, RecordingError
+
+    real = Recorder.flush
+    calls = {"n": 0}
+
+    def flaky(self):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RecordingError(f"writing {self.path} failed: [Errno 28] No space left on device")
+        return real(self)
+
+    monkeypatch.setattr(Recorder, "flush", flaky)
+    ws = running(window, qtbot)
+    qtbot.waitUntil(lambda: "No space left" in ws.last_error, timeout=60_000)
+    box = ws._dialog
+    assert "Continue without recording?" in box.text()
+    qtbot.waitUntil(lambda: ws._live()[0].state == "paused", timeout=20_000)
+    s = ws._live()[0].step
+    box.done(QtWidgets.QMessageBox.StandardButton.Yes)
+    qtbot.waitUntil(lambda: ws._live()[0].step > s + 10, timeout=20_000)
+    assert window.isVisible()
+
+
+def test_new_window_for_side_by_side(window, qtbot):
+    other = window.new_window()
+    qtbot.addWidget(other)
+    assert other.isVisible() and "dynlab" in other.windowTitle()
+    other.close()

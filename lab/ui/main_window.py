@@ -14,6 +14,7 @@ from lab.ui.gallery import Gallery
 from lab.ui.workspace import Workspace
 
 MAX_RECENT = 12
+_WINDOWS: list[MainWindow] = []  # extra windows stay alive until closed
 
 
 class MainWindow(QtWidgets.QMainWindow):
@@ -21,6 +22,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def __init__(self, *, host: str | None = None, settings: QtCore.QSettings | None = None) -> None:
         super().__init__()
+        self.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose, False)
         self.setWindowTitle("dynlab — live training dynamics")
         self.settings = settings or QtCore.QSettings("dynlab", "dynlab")
         self.gallery = Gallery()
@@ -58,6 +60,7 @@ class MainWindow(QtWidgets.QMainWindow):
         mb = self.menuBar()
         f = mb.addMenu("&File")
         f.addAction("&Gallery", self.show_gallery, QtGui.QKeySequence("Ctrl+G"))
+        f.addAction("&New window (compare side by side)", self.new_window, QtGui.QKeySequence.StandardKey.New)
         f.addAction("&Open recording…", self.choose_recording, QtGui.QKeySequence.StandardKey.Open)
         f.addAction("Open preset &file…", self.choose_preset_file)
         self.recent_menu = f.addMenu("Recent recordings")
@@ -123,6 +126,15 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setWindowTitle(f"dynlab — replay {Path(path).name}")
         self.add_recent(path)
         return True
+
+    def new_window(self) -> MainWindow:
+        """Another window on the gallery: two presets side by side, each with its runs."""
+        win = MainWindow(host=self.workspace.host, settings=self.settings)
+        win.resize(self.width() // 2, self.height())
+        win.show()
+        _WINDOWS.append(win)
+        win.destroyed.connect(lambda *_: _WINDOWS.remove(win) if win in _WINDOWS else None)
+        return win
 
     def show_gallery(self) -> None:
         self.workspace.close_sources()
