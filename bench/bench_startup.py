@@ -49,7 +49,7 @@ def main() -> None:
     ini = os.path.join(tempfile.mkdtemp(), "s.ini")
     base = min(timed([sys.executable, "-c", BASELINE]) for _ in range(args.repeat))
     app = min(timed([sys.executable, "-c", APP, ini]) for _ in range(args.repeat))
-    table("Start-up (best of %d)" % args.repeat, [
+    table(f"Start-up (best of {args.repeat})", [
         ("python -c 'import PySide6.QtWidgets'", base, 0.0),
         ("dynlab main window shown (gallery)", app, app - base),
     ], ("what", "seconds", "more than baseline"))

@@ -103,10 +103,10 @@ class Engine(ABC):
         numpy arrays, Python numbers or 0-d tensors already moved to the CPU.
         """
 
-    def on_set(self, name: str, new: Any, old: Any) -> None:
+    def on_set(self, name: str, new: Any, old: Any) -> None:  # noqa: B027 - optional hook
         """React to a live change (``self.params`` already holds ``new``). Raise to refuse."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources. Called once when the run ends."""
 
     @property

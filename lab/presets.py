@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.spec import SpecError, suggest
+from lab.viewspec import ViewSpec
 
 FORMAT_VERSION = 1
 VIEW_KINDS = ("lines", "histogram", "waterfall", "heatmap", "points", "vector-heatmap")
@@ -45,20 +46,6 @@ _VIEW_KEYS = {
 
 class PresetError(ValueError):
     """A preset that cannot be used; the message names file, key and expectation."""
-
-
-@dataclass(frozen=True)
-class ViewSpec:
-    """One plot the preset asks for."""
-
-    title: str
-    streams: tuple[str, ...]
-    kind: str = ""
-    log_y: bool = False
-    log_x: bool = False
-    reference: str = ""
-    caption: str = ""
-    smooth: bool = False
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import json
 import time
 from bisect import bisect_right
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,7 @@ class Recorder:
         f = self._f
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["dynlab_version"] = __version__
-        f.attrs["started_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        f.attrs["started_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         f.attrs["status"] = "recording"
         for key, value in meta.items():
             f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
@@ -189,7 +189,7 @@ class Recorder:
             self._f = None
         with h5py.File(self.path, "r+") as f:
             f.attrs["status"] = status
-            f.attrs["ended_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            f.attrs["ended_at"] = datetime.now(UTC).isoformat(timespec="seconds")
             f.attrs["last_step"] = self.last_step
 
     @property

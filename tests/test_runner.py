@@ -8,9 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from engines.base import Engine
 from engines.quadratic import Quadratic
-from engines.spec import EngineSpec, Event, Frame, Param, Stream
+from engines.spec import EngineSpec, Event, Frame, Param
 from lab.presets import parse
 from lab.recording import Recording
 from lab.runner import Run, run_headless
@@ -46,7 +45,7 @@ class Faulty(Quadratic):
 
     def train_step(self, step):
         if step == self.params["fail_at"]:
-            raise RuntimeError("boom at step %d" % step)
+            raise RuntimeError(f"boom at step {step}")
         return super().train_step(step)
 
     def on_set(self, name, new, old):

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from PySide6 import QtWidgets
 
 from lab.frames import Stream
-from lab.presets import ViewSpec
+from lab.viewspec import ViewSpec
 
 from .base import StreamView
 from .heatmap import HeatmapView

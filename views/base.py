@@ -22,7 +22,7 @@ import numpy as np
 from PySide6 import QtCore, QtWidgets
 
 from lab.frames import Event, Frame, Stream
-from lab.presets import ViewSpec
+from lab.viewspec import ViewSpec
 
 
 class StreamView(QtWidgets.QWidget):

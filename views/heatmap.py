@@ -9,7 +9,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
 from lab.frames import Stream
-from lab.presets import ViewSpec
+from lab.viewspec import ViewSpec
 
 from . import style
 from .buffers import Snapshots

@@ -15,7 +15,7 @@ import pyqtgraph as pg
 from PySide6 import QtWidgets
 
 from lab.frames import Stream
-from lab.presets import ViewSpec
+from lab.viewspec import ViewSpec
 
 from . import style
 from .buffers import Snapshots

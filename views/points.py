@@ -20,7 +20,7 @@ import pyqtgraph as pg
 from PySide6 import QtGui, QtWidgets
 
 from lab.frames import Stream
-from lab.presets import ViewSpec
+from lab.viewspec import ViewSpec
 
 from . import style
 from .base import StreamView

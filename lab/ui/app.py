@@ -14,9 +14,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--present", action="store_true")
     args = p.parse_args(argv or [])
 
-    from PySide6 import QtWidgets
-
     import pyqtgraph as pg
+    from PySide6 import QtWidgets
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     app.setApplicationName("dynlab")
