@@ -33,9 +33,9 @@ def rss_mb() -> float:
 
 
 def make_recording(path: str, n: int) -> None:
+    from engines.quadratic import Quadratic
     from lab import presets
     from lab.recording import Recorder
-    from engines.quadratic import Quadratic
 
     preset = presets.load("quadratic")
     eng = Quadratic(preset.hyperparameters)

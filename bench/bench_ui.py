@@ -56,9 +56,9 @@ def main() -> None:
     ap.add_argument("--preset", default="grokking-modular")
     ap.add_argument("--seconds", type=float, default=10.0)
     args = ap.parse_args()
+    import pyqtgraph as pg
     from PySide6 import QtCore, QtWidgets
 
-    import pyqtgraph as pg
     from lab import presets
     from lab.ui.main_window import MainWindow
 

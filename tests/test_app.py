@@ -9,7 +9,6 @@ pytest.importorskip("pytestqt")
 from PySide6 import QtCore  # noqa: E402
 
 from lab import presets  # noqa: E402
-from lab.frames import Frame  # noqa: E402
 from lab.ui.main_window import MainWindow  # noqa: E402
 
 
