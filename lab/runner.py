@@ -114,7 +114,20 @@ class Run:
                 target=_process_main, args=(self.config, self._cmd, self._out), daemon=True,
                 name=f"dynlab-run-{self.preset.name}",
             )
-            self._proc.start()
+            # The child's numpy/BLAS reads its thread count at import, before our code runs:
+            # pass it through the environment so probes do not oversubscribe the cores.
+            threads = str(self.config.torch_threads or os.cpu_count() or 1)
+            keys = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+            saved = {k: os.environ.get(k) for k in keys}
+            os.environ.update({k: threads for k in keys})
+            try:
+                self._proc.start()
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
         self.state = "starting"
         return self
 
