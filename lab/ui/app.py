@@ -20,6 +20,14 @@ def main(argv: list[str] | None = None) -> int:
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     app.setApplicationName("dynlab")
     app.setOrganizationName("dynlab")
+    app.setDesktopFileName("dynlab")  # ties windows to the installed .desktop entry
+    from pathlib import Path
+
+    from PySide6 import QtGui
+
+    icon = Path(__file__).with_name("icons") / "dynlab.svg"
+    if icon.is_file():
+        app.setWindowIcon(QtGui.QIcon(str(icon)))
     pg.setConfigOptions(antialias=True, background="w", foreground="k")
     from lab.ui.main_window import MainWindow
 
