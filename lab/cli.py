@@ -7,6 +7,7 @@
     dynlab engines              list engines and their hyperparameters
     dynlab run PRESET [...]     train headless, optionally recording
     dynlab inspect FILE         what a recording holds
+    dynlab install-desktop      add dynlab to the application menu
 
 Errors are one line on stderr and a non-zero exit; ``--debug`` shows tracebacks.
 """
@@ -52,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     o = sub.add_parser("open", help="open the app on a preset")
     o.add_argument("preset")
     o.add_argument("--start", action="store_true", help="start training at once")
+    d = sub.add_parser("install-desktop", help="add dynlab to your application menu (this user)")
+    d.add_argument("--uninstall", action="store_true", help="remove the menu entry again")
     rp = sub.add_parser("replay", help="open the app replaying a recording")
     rp.add_argument("file")
     rp.add_argument("--present", action="store_true", help="presentation mode")
@@ -65,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return gui_main([])
         if args.command in ("open", "replay"):
             return _gui(args)
-        return {"presets": _presets, "engines": _engines, "run": _run, "inspect": _inspect}[args.command](args)
+        return {"presets": _presets, "engines": _engines, "run": _run, "inspect": _inspect,
+                "install-desktop": _install_desktop}[args.command](args)
     except KeyboardInterrupt:
         print("dynlab: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -93,6 +97,18 @@ def _gui(args: argparse.Namespace) -> int:
     if args.command == "open":
         return gui_main(["--open", args.preset] + (["--start"] if args.start else []))
     return gui_main(["--replay", args.file] + (["--present"] if args.present else []))
+
+
+def _install_desktop(args: argparse.Namespace) -> int:
+    from lab.desktop import install_desktop, uninstall_desktop
+
+    if args.uninstall:
+        for p in uninstall_desktop():
+            print(f"removed {p}")
+        return 0
+    for p in install_desktop():
+        print(f"installed {p}")
+    return 0
 
 
 def _presets(args: argparse.Namespace) -> int:

@@ -143,3 +143,14 @@ def _wait_for_rows(path, proc, rows=1, timeout=60):
                 pass
         time.sleep(0.05)
     raise TimeoutError("no rows recorded")
+
+
+def test_install_desktop_from_package_data(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert main(["install-desktop"]) == 0
+    desktop = tmp_path / "applications" / "dynlab.desktop"
+    text = desktop.read_text()
+    assert "[Desktop Entry]" in text and "Exec=" in text and "@EXEC@" not in text and "Icon=dynlab" in text
+    assert (tmp_path / "icons/hicolor/scalable/apps/dynlab.svg").read_text().lstrip().startswith("<")
+    assert main(["install-desktop", "--uninstall"]) == 0
+    assert not desktop.exists()
