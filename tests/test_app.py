@@ -35,10 +35,16 @@ def running(win, qtbot, preset=None, frames=30):
     return win.workspace
 
 
-def test_window_title_and_gallery(window):
+def test_window_title_and_gallery(window, qtbot):
     assert "dynlab" in window.windowTitle()
     names = {c.name for c in window.gallery.cards}
     assert {p.stem for p in presets.list_presets()} == names
+    assert all(c.isVisible() for c in window.gallery.cards)  # laid out, not orphaned
+    window.gallery.filter.setText("grokking")
+    shown = {c.name for c in window.gallery.cards if c.isVisible()}
+    assert shown == {"grokking-modular", "grokking-scaling"}
+    window.gallery.filter.setText("")
+    assert all(c.isVisible() for c in window.gallery.cards)
 
 
 def test_live_run_fills_views_and_ui_answers(window, qtbot):

@@ -491,3 +491,137 @@ def test_points_3d_vispy_under_xvfb(tmp_path):
         pytest.skip(f"no OpenGL on this X server ({result})")
     assert result["blue"] > 50  # the etf group's markers are drawn in its colour
     assert QtGui.QImage(str(tmp_path / "gl.png")).width() > 100
+
+
+# ------------------------------------------------------------------ readability (visual QA)
+def test_log_axis_labels_only_what_a_reader_needs():
+    axis = style.ReadableAxis("left")
+    axis.setLogMode(False, True)
+    ticks = np.log10([0.001, 0.002, 0.003, 0.005, 0.007, 0.01, 0.02, 0.09, 0.1])
+    axis.setRange(-4.5, 0.2)  # almost five decades: decades only
+    labels = axis.logTickStrings(list(ticks), 1.0, 1.0)
+    assert [s is not None for s in labels] == [True, False, False, False, False, True, False, False, True]
+    axis.setRange(-3.2, -0.9)  # a bit over two decades: 1-2-5
+    labels = axis.logTickStrings(list(ticks), 1.0, 1.0)
+    assert [s is not None for s in labels] == [True, True, False, True, False, True, True, False, True]
+    axis.setRange(-1.3, -0.95)  # inside one decade: every minor tick keeps its label
+    assert all(s is not None for s in axis.logTickStrings(list(ticks[5:]), 1.0, 1.0))
+
+
+def test_titles_are_escaped_not_parsed_as_html(qtbot):
+    v = show(qtbot, make_view(ViewSpec("Rank of the SVM solutions (<= n = 6)", ("train_loss",)), STREAMS))
+    assert "n = 6)" in v.item.titleLabel.item.toPlainText()
+
+
+def test_run_start_and_end_are_not_drawn_but_changes_are(qtbot):
+    v = show(qtbot, make_view(ViewSpec("Loss", ("train_loss",)), STREAMS))
+    v.push(frames("train_loss", range(10), np.ones(10)))
+    v.add_event(Event(0, "start", {}))
+    v.add_event(Event(9, "end", {"status": "finished"}))
+    assert v._event_lines == []
+    v.add_event(Event(5, "set", {"name": "lr", "old": 0.1, "new": 0.2}))
+    assert len(v._event_lines) == 1
+
+
+def test_legend_moves_off_the_data_and_hides_for_one_series(qtbot):
+    streams = {**STREAMS, "b": Stream("b", "scalar")}
+    v = show(qtbot, make_view(ViewSpec("Two", ("train_loss", "b")), streams))
+    steps = np.arange(200)
+    # Both series hug the top of the plot across its whole width: the top corners hide them.
+    v.push([Frame.make(int(s), {"train_loss": 10.0 - 0.001 * s, "b": 9.9}) for s in steps])
+    v.push([Frame.make(200, {"train_loss": 0.0, "b": 9.9})])
+    v.refresh()
+    QtCore.QCoreApplication.processEvents()
+    assert v.legend.isVisible()
+    assert style.LEGEND_CORNERS[v._legend_corner][0][1] != 0  # not a top corner
+    one = show(qtbot, make_view(ViewSpec("One", ("train_loss",)), STREAMS))
+    one.push(frames("train_loss", range(5), np.arange(5.0)))
+    one.refresh()
+    assert not one.legend.isVisible()
+
+
+def test_many_series_follow_a_ramp_and_the_legend_names_the_ends(qtbot):
+    labels = tuple(f"λ{i + 1}" for i in range(21))
+    streams = {"top": Stream("top", "vector", shape=(21,), labels=labels)}
+    v = show(qtbot, make_view(ViewSpec("Top", ("top",)), streams))
+    v.push([Frame.make(s, {"top": np.linspace(5, 0.1, 21)}) for s in range(3)])
+    v.refresh()
+    names = [label.text for _, label in v.legend.items]
+    assert names == ["λ1", "λ21"]
+    pens = [c.opts["pen"].color().name() for c in v._series[("", "top")].raw]
+    assert len(set(pens)) == 21  # no palette repeats
+
+
+def test_waterfall_of_a_symlog_spectrum_shows_bulk_and_outliers(qtbot):
+    # A symmetric-log grid (fine near 0, logarithmic beyond) with a bulk at 0 and an outlier at 5;
+    # empty bins far out (to 50) must not stretch the picture.
+    pos = np.geomspace(1e-3, 50, 40)
+    edges = np.concatenate([-pos[::-1], [0.0], pos])
+    w = np.zeros(len(edges) - 1)
+    centre = len(pos)
+    w[centre - 2: centre + 2] = 0.24
+    w[np.searchsorted(edges, 5.0) - 1] = 0.04
+    hist = np.stack([edges[:-1], edges[1:], w])
+    streams = {**STREAMS, "thr": Stream("thr", "scalar")}
+    v = show(qtbot, make_view(ViewSpec("Spec", ("spectrum",), kind="waterfall", reference="thr"), streams))
+    v.push([Frame.make(s, {"spectrum": hist, "thr": 10.0}) for s in (0, 10, 20)])
+    v.refresh()
+    assert v.scale.c > 0
+    rows = np.nonzero(np.isfinite(v.data[:, -1]))[0]
+    # Bulk and outlier land many rows apart (on a linear axis they would share a bin or two).
+    assert rows.max() - rows.min() > 0.3 * v.data.shape[0]
+    top = float(v.image.mapRectToParent(v.image.boundingRect()).bottom())
+    assert top == pytest.approx(float(v.scale(edges[np.searchsorted(edges, 5.0)])), rel=1e-6)  # trimmed at 5, not 50
+    x, y = v._ref_curve.getData()
+    assert np.allclose(y, v.scale(10.0)) and "thr = 10" in v._ref_text.toPlainText()
+    labels = [lab for _, lab in v.item.getAxis("left")._tickLevels[0]]
+    assert "0" in labels and "1" in labels
+
+
+def test_waterfall_row_labels_are_thinned(qtbot):
+    labels = tuple(f"k={i}" for i in range(49))
+    streams = {"power": Stream("power", "vector", shape=(49,), labels=labels)}
+    v = show(qtbot, make_view(ViewSpec("P", ("power",), kind="waterfall"), streams))
+    ticks = v.item.getAxis("left")._tickLevels[0]
+    assert 8 <= len(ticks) <= 16 and ticks[0][1] == "k=0"
+
+
+def test_points_labels_once_and_not_when_crowded(qtbot):
+    from views.points import MAX_TEXT_LABELS, SIZE_ARROW, SIZE_OTHER, SIZE_SIMPLEX, group_size, shown_labels
+
+    assert shown_labels(["class 0", "class 1", "class 0", ""]) == ["class 0", "class 1", "", ""]
+    many = [f"p{i}" for i in range(MAX_TEXT_LABELS + 1)]
+    assert shown_labels(many) == [""] * len(many)
+    assert group_size("etf") == SIZE_SIMPLEX > group_size("mean") == SIZE_OTHER > group_size("classifier") == SIZE_ARROW
+    # The 2-D view names its axes from the stream's cols and reports the point under the mouse.
+    s = Stream("m", "points", shape=(3, 2), labels=("a", "b", "c"), cols=("SVM margin", "current margin"))
+    v = show(qtbot, make_view(ViewSpec("M", ("m",)), {"m": s}))
+    v.push([Frame.make(1, {"m": np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 1.5]])})])
+    v.refresh()
+    assert v.plot.getPlotItem().getAxis("bottom").labelText == "SVM margin"
+    assert v.label_near(1.02, 0.98, 0.1) == "b"
+
+
+def test_heatmap_leaves_unmeasured_cells_blank_and_draws_zero_darkest_on_log(qtbot):
+    s = Stream("e", "heatmap", shape=(1, 3), rows=("r",), cols=("zero", "missing", "one"))
+    v = show(qtbot, make_view(ViewSpec("E", ("e",), kind="heatmap", log_y=True), {"e": s}))
+    v.push([Frame.make(1, {"e": np.array([[0.0, np.nan, 1.0]])})])
+    v.refresh()
+    QtCore.QCoreApplication.processEvents()
+    img = image_of(v)
+    vb = v.item.getViewBox()
+
+    def pixel(col: float) -> np.ndarray:
+        p = v.plot.mapFromScene(vb.mapViewToScene(QtCore.QPointF(col, 0.5)))
+        q = v.plot.mapTo(v, p)
+        return img[q.y(), q.x()].astype(int)
+
+    assert (pixel(1.5) > 240).all()  # missing: the white background
+    assert pixel(0.5).sum() < 300  # exactly zero: the dark end of viridis
+
+
+def test_points_lock_the_aspect_only_for_geometry(qtbot):
+    from views.points import same_units
+
+    assert same_units(np.array([[0.0, 0.0], [1.9, 1.8], [1.0, 1.1]]))  # margins against margins
+    assert not same_units(np.array([[0.3, 0.5], [1.0, 13.0], [3.0, 0.4]]))  # an error against a ratio

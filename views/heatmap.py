@@ -31,6 +31,7 @@ class HeatmapView(PlotView):
 
     single_run = True
     x_label = ""
+    y_units_on_axis = False
 
     def __init__(self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None) -> None:
         self.snaps: dict[tuple[str, str], Snapshots] = {}
@@ -103,6 +104,9 @@ class HeatmapView(PlotView):
             self.shown_step = None
             return
         step, mat, rows, cols = cur
+        # A cell not measured yet (NaN) is left blank; with log colour a cell that is exactly
+        # 0 is drawn at the bottom of the scale (it is the smallest value, not a gap).
+        missing = ~np.isfinite(mat)
         if self.view.log_y:
             with np.errstate(divide="ignore", invalid="ignore"):
                 mat = np.where(mat > 0, np.log10(np.where(mat > 0, mat, 1.0)), np.nan)
@@ -118,7 +122,8 @@ class HeatmapView(PlotView):
             lo, hi = -m, m
         if hi <= lo:
             hi = lo + 1.0
-        self.image.setImage(np.nan_to_num(mat, nan=lo), autoLevels=False)
+        # NaN is drawn transparent by pyqtgraph: the white background shows through.
+        self.image.setImage(np.where(missing, np.nan, np.nan_to_num(mat, nan=lo)), autoLevels=False)
         self.colourbar.setLevels((lo, hi))
         self.image.setRect(QtCore.QRectF(0, 0, mat.shape[1], mat.shape[0]))
         if (rows, cols) != (self.row_labels, self.col_labels):

@@ -23,6 +23,8 @@ from .plotview import PlotView
 
 #: Rows of the waterfall's common bin grid and most columns drawn (steps are resampled).
 WATERFALL_BINS = 160
+#: Most row labels on a waterfall of a vector stream (evenly thinned beyond).
+WATERFALL_MAX_LABELS = 16
 WATERFALL_MAX_COLUMNS = 1200
 
 
@@ -158,6 +160,7 @@ class WaterfallView(_SnapshotView):
 
     time_axis = True
     single_run = True
+    y_units_on_axis = False
 
     def __init__(self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(view, streams, parent)
@@ -176,9 +179,21 @@ class WaterfallView(_SnapshotView):
             self.item.setLabel("left", f"{self.stream}{unit}", color=style.FOREGROUND)
         elif s is not None:
             labels = s.labels or tuple(f"{self.stream}[{i}]" for i in range(int(np.prod(s.shape or (1,)))))
-            self.item.getAxis("left").setTicks([[(i + 0.5, lab) for i, lab in enumerate(labels)]])
+            # Thinned like a heatmap's: 49 frequency labels on 250 pixels are a black smear.
+            every = max(1, -(-len(labels) // WATERFALL_MAX_LABELS))
+            self.item.getAxis("left").setTicks([[(i + 0.5, labels[i]) for i in range(0, len(labels), every)]])
             self.item.setLabel("left", "")
         self.data: np.ndarray | None = None  # the last image drawn, (rows, cols)
+        self.scale = SymlogScale(0.0)  # identity until a spectrum with non-uniform bins arrives
+        self._ref_curve = pg.PlotDataItem(pen=pg.mkPen("w", width=2, style=pg.QtCore.Qt.PenStyle.DashLine))
+        self._ref_curve.setZValue(30)
+        self.item.addItem(self._ref_curve)
+        # The reference is named at the line's end, not in a legend box that would hide
+        # the very part of the image where the spectrum meets it.
+        self._ref_text = pg.TextItem(color="w", anchor=(1, 1), fill=pg.mkBrush(0, 0, 0, 120))
+        self._ref_text.setZValue(31)
+        self._ref_text.hide()
+        self.item.addItem(self._ref_text, ignoreBounds=True)
 
     def _y_label(self) -> str:
         return ""
@@ -188,6 +203,7 @@ class WaterfallView(_SnapshotView):
         if snaps is None or len(snaps) == 0:
             self.image.clear()
             self.data = None
+            self._ref_curve.setData([], [])
             return
         steps = np.asarray(snaps.steps, dtype=float)
         # Resample columns on a uniform step grid: uneven probe cadences stay true to x,
@@ -200,18 +216,16 @@ class WaterfallView(_SnapshotView):
             grid_steps = steps[0] + dx * np.arange(n_cols)
         idx = np.clip(np.searchsorted(steps, grid_steps + 1e-9 * max(dx, 1.0), side="right") - 1, 0, len(steps) - 1)
         if self.is_histogram:
-            lo = min(float(v[0].min()) for v in snaps.values)
-            hi = max(float(v[1].max()) for v in snaps.values)
-            if not hi > lo:
-                hi = lo + 1.0
-            edges = np.linspace(lo, hi, WATERFALL_BINS + 1)
+            lo, hi = _occupied_range(snaps.values)
+            self._set_scale(snaps.values[-1], lo, hi)
+            edges = self.scale.inverse(np.linspace(self.scale(lo), self.scale(hi), WATERFALL_BINS + 1))
             cache: dict[int, np.ndarray] = {}
             cols = []
             for i in idx:
                 if i not in cache:
                     cache[i] = rebin(snaps.values[i], edges)
                 cols.append(cache[i])
-            y0, height = lo, hi - lo
+            y0, height = float(self.scale(lo)), float(self.scale(hi) - self.scale(lo))
         else:
             cols = [np.asarray(snaps.values[i], dtype=float).reshape(-1) for i in idx]
             y0, height = 0.0, float(cols[0].size)
@@ -229,10 +243,101 @@ class WaterfallView(_SnapshotView):
         self.colourbar.setLevels((vmin, vmax))
         x0 = float(steps[0])
         self.image.setRect(pg.QtCore.QRectF(x0 - dx / 2, y0, dx * n_cols, height))
+        self._draw_reference()
+
+    def _set_scale(self, hist: np.ndarray, lo: float, hi: float) -> None:
+        scale = SymlogScale.for_bins(hist, lo, hi) if self.is_histogram else SymlogScale(0.0)
+        if scale.c != self.scale.c:
+            self.scale = scale
+            axis = self.item.getAxis("left")
+            axis.setTicks(None if scale.c == 0 else [scale.ticks(lo, hi)])
+            unit = self.streams[self.stream].units
+            text = self.stream + (f" [{unit}]" if unit else "") + (", symmetric-log axis" if scale.c else "")
+            self.item.setLabel("left", text, color=style.FOREGROUND)
+
+    def _draw_reference(self) -> None:
+        """The reference scalar (e.g. 2/η) as a white dashed line over the image."""
+        snaps = self.snaps.get((self.shown_run(), self.reference)) if self.reference else None
+        if snaps is None or len(snaps) == 0:
+            self._ref_curve.setData([], [])
+            self._ref_text.hide()
+            return
+        x = np.asarray(snaps.steps, dtype=float)
+        raw = np.array([float(np.asarray(v).reshape(-1)[0]) for v in snaps.values])
+        y = self.scale(raw) if self.is_histogram else raw
+        self._ref_curve.setData(x, y, connect="finite")
+        self._ref_text.setText(f"{self.reference} = {raw[-1]:.4g}")
+        self._ref_text.setPos(float(x[-1]), float(y[-1]))
+        self._ref_text.setVisible(bool(np.isfinite(y[-1])))
 
     def x_pos(self, step: float) -> float | None:
         # An image is drawn on a linear step axis; log_x is not applied to waterfalls.
         return float(step)
+
+
+class SymlogScale:
+    """y ↦ sign(y)·log10(1 + |y|/c): linear within ±c, logarithmic beyond (identity if c = 0).
+
+    Spectra binned finely near 0 and logarithmically beyond (a bulk at 0 and outliers
+    decades away) lose their bulk on a linear axis; on this one both show.
+    """
+
+    def __init__(self, c: float) -> None:
+        self.c = float(c)
+
+    @classmethod
+    def for_bins(cls, hist: np.ndarray, lo: float, hi: float) -> SymlogScale:
+        """A symlog scale when the bins' widths span more than a factor 50, else identity."""
+        widths = np.asarray(hist[1], dtype=float) - np.asarray(hist[0], dtype=float)
+        widths = widths[widths > 0]
+        if widths.size < 2 or widths.max() < 50 * widths.min():
+            return cls(0.0)
+        # Linear part of the size of the finer bins, but never below 1e-4 of the range:
+        # a grid that refines down to round-off would spend the axis on nothing.
+        c = max(float(np.percentile(widths, 25)), 1e-4 * max(abs(lo), abs(hi)))
+        return cls(float(f"{c:.1g}"))
+
+    def __call__(self, y: np.ndarray | float) -> np.ndarray:
+        y = np.asarray(y, dtype=float)
+        if self.c == 0:
+            return y
+        return np.sign(y) * np.log10(1.0 + np.abs(y) / self.c)
+
+    def inverse(self, t: np.ndarray) -> np.ndarray:
+        t = np.asarray(t, dtype=float)
+        if self.c == 0:
+            return t
+        return np.sign(t) * self.c * (10.0 ** np.abs(t) - 1.0)
+
+    def ticks(self, lo: float, hi: float) -> list[tuple[float, str]]:
+        """Tick positions and labels: 0 and ±10^k from c up to the range's ends."""
+        out = [(0.0, "0")] if lo <= 0 <= hi else []
+        k = math.ceil(math.log10(self.c))
+        while 10.0 ** k <= max(abs(lo), abs(hi)) * 1.0001:
+            v = 10.0 ** k
+            text = f"{v:g}"
+            for sv in (v, -v):
+                if lo <= sv <= hi:
+                    out.append((float(self(sv)), ("−" + text) if sv < 0 else text))
+            k += 1
+        return out
+
+
+def _occupied_range(values: list[np.ndarray]) -> tuple[float, float]:
+    """Smallest and largest edge of the bins that hold any weight, over all frames."""
+    lo, hi = math.inf, -math.inf
+    for v in values:
+        w = np.nan_to_num(np.asarray(v[2], dtype=float))
+        full = np.nonzero(w > 0)[0]
+        if full.size:
+            lo = min(lo, float(v[0][full[0]]))
+            hi = max(hi, float(v[1][full[-1]]))
+    if not math.isfinite(lo):
+        lo = min(float(v[0].min()) for v in values)
+        hi = max(float(v[1].max()) for v in values)
+    if not hi > lo:
+        hi = lo + 1.0
+    return lo, hi
 
 
 def rebin(hist: np.ndarray, edges: np.ndarray) -> np.ndarray:

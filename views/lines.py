@@ -60,6 +60,12 @@ class LinesView(PlotView):
             for k in range(self._width(self.streams[name])):
                 self._colour_of[(name, k)] = n
                 n += 1
+        self.n_series = n
+        self._legend_corner = 0
+        # Re-place the legend when the axes change (autorange after new data, zoom, resize).
+        vb = self.item.getViewBox()
+        vb.sigRangeChanged.connect(self._place_legend)
+        vb.sigResized.connect(self._place_legend)
 
     @staticmethod
     def _width(stream: Stream) -> int:
@@ -113,15 +119,18 @@ class LinesView(PlotView):
             curve.setZValue(20)
             series.raw.append(curve)
             return
+        n = self.n_series
         for k, label in enumerate(self.series_names(name)):
             c = self._colour_of.get((name, k), k)
             smooth = series.buffer.ema_weight is not None
-            raw_pen = style.series_pen(c, r, width=1.0, alpha=70) if smooth else style.series_pen(c, r)
-            raw = style.add_fast_curve(self.item, raw_pen, None if smooth else label + self.run_suffix(run))
+            raw_pen = style.series_pen(c, r, width=1.0, alpha=70, n=n) if smooth else style.series_pen(c, r, n=n)
+            if n > style.RAMP_ABOVE and c not in (0, n - 1):
+                label = ""  # a ramp of many series: the legend names its two ends only
+            raw = style.add_fast_curve(self.item, raw_pen, None if smooth or not label else label + self.run_suffix(run))
             series.raw.append(raw)
             if smooth:
-                curve = style.add_fast_curve(self.item, style.series_pen(c, r, width=2.0),
-                                             f"{label} (EMA){self.run_suffix(run)}")
+                curve = style.add_fast_curve(self.item, style.series_pen(c, r, width=2.0, n=n),
+                                             f"{label} (EMA){self.run_suffix(run)}" if label else None)
                 curve.setZValue(10)
                 series.smooth.append(curve)
 
@@ -152,6 +161,12 @@ class LinesView(PlotView):
                 curve.setData(x=x, y=values[:, k])
             for k, curve in enumerate(series.smooth):
                 curve.setData(x=x, y=ema[:, k])
+        # One entry repeats the axis label: show the legend only when it tells series apart.
+        self.legend.setVisible(len(self.legend.items) > 1)
+        self._place_legend()
+
+    def _place_legend(self, *_: object) -> None:
+        self._legend_corner = style.place_legend(self.legend, self.item, self._legend_corner)
 
     def series_data(self, name: str, run: str = "") -> tuple[np.ndarray, np.ndarray]:
         """Buffered ``(steps, values)`` of a stream (values ``(n, width)``), for tests and export."""

@@ -14,6 +14,10 @@ from lab.viewspec import ViewSpec
 from . import style
 from .base import StreamView
 
+#: Events every run has at its first and last step: a marker there says nothing (the
+#: axis ends already show it) and its label covers the first data points.
+LIFECYCLE_EVENTS = ("start", "end")
+
 
 class PlotView(StreamView):
     """A view whose main widget is one ``pg.PlotWidget`` (``self.plot``).
@@ -24,11 +28,15 @@ class PlotView(StreamView):
 
     time_axis: bool = False
     x_label: str = "step"
+    #: whether the first stream's units label the y axis (not for images, whose y axis
+    #: holds rows or bins and whose colour bar carries the units)
+    y_units_on_axis: bool = True
 
     def __init__(self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(view, streams, parent)
         first = self.streams[self.stream_names[0]] if self.stream_names else None
-        self.plot = style.make_plot(view.title, self.x_label, self._y_label(), first.units if first else "")
+        units = first.units if first and self.y_units_on_axis else ""
+        self.plot = style.make_plot(view.title, self.x_label, self._y_label(), units)
         self.item: pg.PlotItem = self.plot.getPlotItem()
         self._event_lines: list[pg.InfiniteLine] = []
         self._cursor_line: pg.InfiniteLine | None = None
@@ -45,7 +53,7 @@ class PlotView(StreamView):
         return float(step)
 
     def _draw_event(self, event: Event) -> None:
-        if not self.time_axis:
+        if not self.time_axis or event.kind in LIFECYCLE_EVENTS:
             return
         pos = self.x_pos(event.step)
         if pos is None:

@@ -28,6 +28,46 @@ from .buffers import Snapshots
 
 ARROW_GROUPS = ("classifier", "classifiers", "arrow", "direction", "margin")
 SIMPLEX_GROUPS = ("etf", "simplex")
+#: Marker size of a group: the ideal (ETF) points big, arrow tips small, the rest between,
+#: so points that coincide (collapse reached) read as a bullseye rather than one dot.
+SIZE_SIMPLEX, SIZE_ARROW, SIZE_OTHER = 22, 8, 13
+#: Text labels beside the points only up to this many; beyond, they would hide the points
+#: (hover a point in the 2-D view to read its label).
+MAX_TEXT_LABELS = 16
+
+
+def group_size(group: str) -> int:
+    """Marker size (pixels) of a group, by the same name prefixes that decide the drawing."""
+    key = group.lower()
+    if any(key.startswith(s) for s in SIMPLEX_GROUPS):
+        return SIZE_SIMPLEX
+    if any(key.startswith(a) for a in ARROW_GROUPS):
+        return SIZE_ARROW
+    return SIZE_OTHER
+
+
+def same_units(pts: np.ndarray) -> bool:
+    """Whether a 2-D cloud looks like geometry (x and y spans within 3x) and deserves equal axes.
+
+    Class means or margins read right only with a locked aspect ratio; a curve drawn as
+    points (an error against a ratio) would be squashed into a sliver by it.
+    """
+    finite = pts[np.all(np.isfinite(pts), axis=1)]
+    if len(finite) < 2:
+        return True
+    span = np.ptp(finite[:, :2], axis=0)
+    lo, hi = float(span.min()), float(span.max())
+    return hi == 0 or (lo > 0 and hi / lo < 3.0)
+
+
+def shown_labels(labels: list[str]) -> list[str]:
+    """Labels to draw as text: each distinct text once, none when there are too many."""
+    seen: set[str] = set()
+    out = []
+    for lab in labels:
+        out.append(lab if lab and lab not in seen else "")
+        seen.add(lab)
+    return out if sum(bool(x) for x in out) <= MAX_TEXT_LABELS else [""] * len(labels)
 
 
 @functools.cache
@@ -89,6 +129,8 @@ class PointsView(StreamView):
         self._scatters: dict[str, pg.ScatterPlotItem] = {}
         self._texts: list[pg.TextItem] = []
         self._lines2d: pg.PlotDataItem | None = None
+        self._drawn2d: np.ndarray | None = None  # 2-D positions drawn (for hover)
+        self._legend_corner = 0
         self._basis: np.ndarray | None = None
         # 3-D (vispy) state
         self.canvas = None
@@ -160,7 +202,7 @@ class PointsView(StreamView):
         for g in groups:
             self.group_colour(g)
         if self.mode is None:
-            self._choose_mode(pts.shape[1])
+            self._choose_mode(pts.shape[1], pts)
         self.title_label.setText(f"<b>{html.escape(self.view.title)}</b> — step {step}")
         self.legend_label.setText(" ".join(
             f'<span style="color:{c}">&#9679;</span>&nbsp;{html.escape(g)}&nbsp;&nbsp;'
@@ -171,7 +213,7 @@ class PointsView(StreamView):
         else:
             self._draw_2d(self._project(pts), groups, labels)
 
-    def _choose_mode(self, dim: int) -> None:
+    def _choose_mode(self, dim: int, pts: np.ndarray | None = None) -> None:
         if dim == 3 and gl_available():
             try:
                 self._make_canvas()
@@ -184,10 +226,44 @@ class PointsView(StreamView):
                               "principal axes")
         self.note.setVisible(dim == 3)
         self.mode = "2d"
-        self.plot = style.make_plot("", "PC1" if dim == 3 else "x", "PC2" if dim == 3 else "y")
-        self.plot.getPlotItem().setAspectLocked(True)
-        style.add_legend(self.plot.getPlotItem())
+        cols = self._axis_names()
+        self.plot = style.make_plot("", "PC1" if dim == 3 else cols[0], "PC2" if dim == 3 else cols[1])
+        self.plot.getPlotItem().setAspectLocked(dim == 3 or pts is None or same_units(pts))
+        self._legend = style.add_legend(self.plot.getPlotItem())
+        self.plot.getPlotItem().getViewBox().sigRangeChanged.connect(self._place_legend)
         self._holder_layout.addWidget(self.plot)
+        self.hover = QtWidgets.QLabel(" ")
+        self.hover.setStyleSheet("color: #222; font-size: 9pt;")
+        self._holder_layout.addWidget(self.hover)
+        self.plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
+
+    def _place_legend(self, *_: object) -> None:
+        self._legend_corner = style.place_legend(self._legend, self.plot.getPlotItem(), self._legend_corner)
+
+    def _axis_names(self) -> tuple[str, str]:
+        """x and y axis names: the first stream's ``cols`` when it names two, else x / y."""
+        for name in self.stream_names:
+            cols = self.streams[name].cols
+            if len(cols) == 2:
+                return cols[0], cols[1]
+        return "x", "y"
+
+    def label_near(self, x: float, y: float, radius: float) -> str:
+        """Labels of the drawn 2-D points within ``radius`` of (x, y), nearest first."""
+        if self._drawn2d is None or not len(self._drawn2d):
+            return " "
+        d = np.hypot(self._drawn2d[:, 0] - x, self._drawn2d[:, 1] - y)
+        near = [i for i in np.argsort(d) if d[i] <= radius and self.labels[i]]
+        return ", ".join(self.labels[i] for i in near[:4]) or " "
+
+    def _on_mouse_moved(self, pos) -> None:  # noqa: ANN001 - QPointF
+        vb = self.plot.getPlotItem().getViewBox()
+        if not vb.sceneBoundingRect().contains(pos):
+            return
+        p = vb.mapSceneToView(pos)
+        # 8 pixels, in data units.
+        radius = 8 * vb.viewPixelSize()[0]
+        self.hover.setText(self.label_near(p.x(), p.y(), radius))
 
     def _project(self, pts: np.ndarray) -> np.ndarray:
         if pts.shape[1] == 2:
@@ -209,8 +285,9 @@ class PointsView(StreamView):
             sc = self._scatters.get(g)
             if sc is None:
                 c = self.group_colour(g)
-                sc = pg.ScatterPlotItem(size=11, pen=pg.mkPen("k", width=0.8), brush=pg.mkBrush(c), name=g)
-                sc.setZValue(10)
+                size = group_size(g)
+                sc = pg.ScatterPlotItem(size=size, pen=pg.mkPen("k", width=0.8), brush=pg.mkBrush(c), name=g)
+                sc.setZValue(40 - size)  # small markers on top of big ones
                 item.addItem(sc)
                 self._scatters[g] = sc
             sc.setData(pos=pts[idx] if idx.size else np.zeros((0, 2)))
@@ -222,6 +299,9 @@ class PointsView(StreamView):
             self._lines2d.setData(segs[:, 0], segs[:, 1], connect="pairs")
         else:
             self._lines2d.setData([], [])
+        self._drawn2d = pts
+        self._place_legend()
+        labels = shown_labels(labels)
         while len(self._texts) < len(labels):
             t = pg.TextItem(color=style.FOREGROUND, anchor=(-0.1, 1.0))
             item.addItem(t)
@@ -245,7 +325,9 @@ class PointsView(StreamView):
         self._scene_view = self.canvas.central_widget.add_view()
         self._scene_view.camera = scene.TurntableCamera(fov=40, elevation=30, azimuth=-45)
         self._markers = scene.visuals.Markers(parent=self._scene_view.scene)
-        self._markers.set_gl_state("translucent", depth_test=True)
+        # No depth test: markers are drawn big-first (see _draw_3d), so coincident points
+        # show as concentric discs instead of z-fighting.
+        self._markers.set_gl_state("translucent", depth_test=False)
         self._segs3d = scene.visuals.Line(parent=self._scene_view.scene, connect="segments",
                                           color=(0.35, 0.35, 0.35, 1.0), width=1.5)
         self._text3d = scene.visuals.Text(parent=self._scene_view.scene, color="black", font_size=9,
@@ -260,22 +342,29 @@ class PointsView(StreamView):
             return
         self._markers.visible = self._segs3d.visible = self._text3d.visible = True
         colours = np.array([pg.mkColor(self.group_colour(g)).getRgbF() for g in groups], dtype=np.float32)
-        self._markers.set_data(pts, face_color=colours, edge_color="black", size=12, edge_width=1)
+        sizes = np.array([group_size(g) for g in groups], dtype=np.float32)
+        order = np.argsort(-sizes, kind="stable")
+        self._markers.set_data(pts[order], face_color=colours[order], edge_color="black", size=sizes[order],
+                               edge_width=1)
         segs = self.segments(pts, groups)
         if len(segs):
             self._segs3d.set_data(pos=segs.astype(np.float32), connect="segments")
         self._segs3d.visible = bool(len(segs))
         scale = float(np.abs(pts).max()) or 1.0
+        labels = shown_labels(labels)
         shown = [i for i, lab in enumerate(labels) if lab]
         if shown:
             self._text3d.text = [labels[i] for i in shown]
-            self._text3d.pos = pts[shown] + 0.04 * scale  # beside the marker, not under it
+            self._text3d.pos = pts[shown] + 0.07 * scale  # beside the marker, not under it
         self._text3d.visible = bool(shown)
         # Refit only when the cloud's size changes a lot, so the user's zoom survives.
         if not (self._fit_scale / 1.6 < scale < self._fit_scale * 1.6):
             self._fit_scale = scale
             self._axes.transform = _scale_transform(scale * 0.3)
+            # Fit the sphere that holds the cloud (not its bounding cube, whose corners
+            # leave the points small in the middle of the canvas).
             self._scene_view.camera.set_range(x=(-scale, scale), y=(-scale, scale), z=(-scale, scale))
+            self._scene_view.camera.scale_factor = 2.4 * float(np.linalg.norm(pts, axis=1).max() or 1.0)
         self.canvas.update()
 
     def _grab(self):  # noqa: ANN202 - QPixmap

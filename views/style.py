@@ -7,6 +7,10 @@ change the look of plots the shell owns.
 
 from __future__ import annotations
 
+import html
+import math
+
+import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore
 
@@ -33,18 +37,71 @@ def colour(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
-def series_pen(i: int, run_index: int = 0, width: float = 1.5, alpha: int = 255) -> pg.QtGui.QPen:
-    """Pen for series ``i`` of the ``run_index``-th run (style encodes the run)."""
-    c = pg.mkColor(colour(i))
+#: Beyond this many series in one plot the palette would repeat: use a colour ramp instead.
+RAMP_ABOVE = len(PALETTE)
+
+
+def ramp_colour(i: int, n: int) -> str:
+    """Colour ``i`` of ``n`` ordered series (λ1 ... λ20) on a dark-to-light ramp."""
+    # plasma without its pale yellow end, which vanishes on white.
+    rgba = pg.colormap.get("plasma").map(0.85 * i / max(n - 1, 1), mode="byte")
+    return "#{:02x}{:02x}{:02x}".format(*(int(v) for v in rgba[:3]))
+
+
+def series_pen(i: int, run_index: int = 0, width: float = 1.5, alpha: int = 255, n: int = 0) -> pg.QtGui.QPen:
+    """Pen for series ``i`` (of ``n`` in the plot) of the ``run_index``-th run (style encodes the run).
+
+    With more than ``RAMP_ABOVE`` series the colours follow a ramp, so an ordered family
+    (top eigenvalues, per-class values) reads as one gradient instead of a repeating palette.
+    """
+    c = pg.mkColor(ramp_colour(i, n) if n > RAMP_ABOVE else colour(i))
     c.setAlpha(alpha)
     pen = pg.mkPen(c, width=width)
     pen.setStyle(RUN_STYLES[run_index % len(RUN_STYLES)])
     return pen
 
 
+class ReadableAxis(pg.AxisItem):
+    """An axis whose log mode labels only what a reader needs.
+
+    pyqtgraph labels every minor tick of a log axis (0.09 0.08 0.07 ... 0.01), which
+    turns a tall log axis into a wall of digits. Here the minor ticks stay as ticks, and
+    only the mantissas in ``mantissas(span)`` get a label: all of 1-9 inside one decade,
+    1-2-5 over a few decades, decades only beyond that.
+    """
+
+    @staticmethod
+    def mantissas(span: float) -> tuple[int, ...]:
+        """Mantissas labelled when the axis shows ``span`` decades."""
+        if span < 0.8:
+            return (1, 2, 3, 4, 5, 6, 7, 8, 9)
+        if span < 3.0:
+            return (1, 2, 5)
+        return (1,)
+
+    def logTickStrings(self, values: list[float], scale: float, spacing: float) -> list[str | None]:  # noqa: N802
+        strings = super().logTickStrings(values, scale, spacing)
+        keep = self.mantissas(abs(float(self.range[1]) - float(self.range[0])))
+        out: list[str | None] = []
+        for v, s in zip(values, strings, strict=False):
+            m = 10 ** (float(v) - math.floor(float(v)))
+            r = round(m)
+            # A tick that is not k·10^n (e.g. a major level at a fractional spacing) keeps its label.
+            if abs(m - r) > 1e-6 or r in keep or r == 10:
+                x = 10 ** float(v) * scale
+                # Plain numbers where they are short (50, not 5·10¹); powers of ten beyond.
+                whole = abs(x) >= 1 and abs(x - round(x)) < 1e-9 * abs(x)
+                short = str(round(x)) if whole else f"{x:.3g}"
+                out.append(short if 1e-3 <= abs(x) < 1e4 else s)
+            else:
+                out.append(None)
+        return out
+
+
 def make_plot(title: str = "", x_label: str = "step", y_label: str = "", y_units: str = "") -> pg.PlotWidget:
     """A white ``PlotWidget`` with black labelled axes and a grid."""
-    pw = pg.PlotWidget(background="w")
+    axes = {name: ReadableAxis(name) for name in ("left", "bottom")}  # right/top stay hidden
+    pw = pg.PlotWidget(background="w", axisItems=axes)
     item = pw.getPlotItem()
     for name in ("left", "bottom", "right", "top"):
         axis = item.getAxis(name)
@@ -55,9 +112,12 @@ def make_plot(title: str = "", x_label: str = "step", y_label: str = "", y_units
     item.setLabel("bottom", x_label, color=FOREGROUND)
     if y_label or y_units:
         # Units go in brackets ourselves: pyqtgraph's SI prefixing mangles units like "1/step".
-        item.setLabel("left", f"{y_label} [{y_units}]" if y_units else y_label, color=FOREGROUND)
+        # With no name (several series share the axis) the units alone are the label.
+        text = f"{y_label} [{y_units}]" if y_label and y_units else (y_label or y_units)
+        item.setLabel("left", html.escape(text), color=FOREGROUND)
     if title:
-        item.setTitle(title, color=FOREGROUND, size="10pt")
+        # pyqtgraph titles are HTML: "(<= n = 6)" would otherwise swallow the rest.
+        item.setTitle(html.escape(title), color=FOREGROUND, size="10pt")
     item.showGrid(x=True, y=True, alpha=0.15)
     return pw
 
@@ -70,6 +130,65 @@ def add_legend(item: pg.PlotItem) -> pg.LegendItem:
     )
 
 
+#: Legend corners tried by ``place_legend``: (item anchor, parent anchor, offset).
+LEGEND_CORNERS: tuple[tuple[tuple[int, int], tuple[int, int], tuple[int, int]], ...] = (
+    ((1, 0), (1, 0), (-10, 10)),   # top right (the default)
+    ((0, 0), (0, 0), (10, 10)),    # top left
+    ((1, 1), (1, 1), (-10, -10)),  # bottom right
+    ((0, 1), (0, 1), (10, -10)),   # bottom left
+    ((1, 0.5), (1, 0.5), (-10, 0)),  # right, half way up
+    ((0, 0.5), (0, 0.5), (10, 0)),   # left, half way up
+)
+#: Points per curve sampled when counting what a legend would hide.
+LEGEND_SAMPLE = 2000
+
+
+def place_legend(legend: pg.LegendItem, item: pg.PlotItem, current: int = 0) -> int:
+    """Move ``legend`` to the plot corner where it hides the fewest data points.
+
+    Counts, for each corner, the (subsampled) points of every visible curve that fall
+    under the legend's rectangle in view coordinates. Keeps ``current`` unless another
+    corner hides clearly less (a quarter fewer points), so the legend does not jump
+    about while a live run adds data. Returns the chosen corner's index.
+    """
+    vb = item.getViewBox()
+    if not legend.isVisible() or vb.width() <= 0 or vb.height() <= 0:
+        return current
+    xs, ys = [], []
+    for curve in item.listDataItems():
+        if not curve.isVisible():
+            continue
+        x, y = curve.getData()
+        if x is None or len(x) == 0:
+            continue
+        # Resample along the polyline, so a sparse curve's segments count too.
+        t = np.linspace(0, len(x) - 1, LEGEND_SAMPLE)
+        i = np.arange(len(x))
+        xs.append(np.interp(t, i, np.asarray(x, dtype=float)))
+        ys.append(np.interp(t, i, np.asarray(y, dtype=float)))
+    if not xs:
+        return current
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    # Map data to the view box's pixel frame (log axes already applied by getData).
+    (x0, x1), (y0, y1) = vb.viewRange()
+    if not (x1 > x0 and y1 > y0):
+        return current
+    px = (x - x0) / (x1 - x0) * vb.width()
+    py = (y1 - y) / (y1 - y0) * vb.height()
+    w, h = legend.width() + 10, legend.height() + 10
+    W, H = vb.width(), vb.height()
+    boxes = ((W - w, 0, W, h), (0, 0, w, h), (W - w, H - h, W, H), (0, H - h, w, H),
+             (W - w, (H - h) / 2, W, (H + h) / 2), (0, (H - h) / 2, w, (H + h) / 2))
+    with np.errstate(invalid="ignore"):
+        counts = [int(np.count_nonzero((px >= a) & (px <= c) & (py >= b) & (py <= d))) for a, b, c, d in boxes]
+    best = int(np.argmin(counts))
+    if counts[best] < 0.75 * counts[current]:
+        current = best
+    item_pos, parent_pos, offset = LEGEND_CORNERS[current]
+    legend.anchor(itemPos=item_pos, parentPos=parent_pos, offset=offset)
+    return current
+
+
 def vline(pos: float, colour_: str, label: str = "", dashed: bool = True, label_pos: float = 0.92) -> pg.InfiniteLine:
     """A vertical marker line with an optional label near the top of the plot."""
     pen = pg.mkPen(colour_, width=1.2)
@@ -77,7 +196,8 @@ def vline(pos: float, colour_: str, label: str = "", dashed: bool = True, label_
         pen.setStyle(QtCore.Qt.PenStyle.DashLine)
     # Horizontal text just right of the line: readable, and long labels are not clipped.
     opts = {"position": label_pos, "color": colour_, "movable": False,
-            "anchors": [(0, 0.5), (0, 0.5)], "fill": pg.mkBrush(255, 255, 255, 200)}
+            # A faint fill: the label stays readable without blanking the curves under it.
+            "anchors": [(0, 0.5), (0, 0.5)], "fill": pg.mkBrush(255, 255, 255, 110)}
     line = pg.InfiniteLine(pos=pos, angle=90, pen=pen, movable=False, label=label or None,
                            labelOpts=opts if label else None)
     line.setZValue(50)

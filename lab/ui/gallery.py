@@ -13,6 +13,18 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from lab import presets
 
+#: The gallery's first cards: one per phenomenon, the most telling first; the rest follow by name.
+FEATURED = (
+    "effective-step-size", "grokking-modular", "edge-of-stability", "hessian-outliers",
+    "neural-collapse-4", "attention-svm", "equivariance-c4", "icl-linear-regression",
+    "generalization-dynamics", "gradient-coherence",
+)
+
+
+def gallery_order(paths: list[Path]) -> list[Path]:
+    rank = {name: i for i, name in enumerate(FEATURED)}
+    return sorted(paths, key=lambda p: (rank.get(p.stem, len(FEATURED)), p.stem))
+
 
 def thumbnail_for(name: str) -> Path | None:
     p = presets.preset_dir() / "thumbnails" / f"{name}.png"
@@ -50,7 +62,9 @@ class PresetCard(QtWidgets.QFrame):
             pic.setText("<i style='color:#888'>no picture yet — run it once</i>")
             pic.setMinimumHeight(40)
         lay.addWidget(pic)
+        self.search_text = f"{title} {summary} {paper}".lower()
         body = QtWidgets.QLabel(html.escape(summary))
+        body.setTextFormat(QtCore.Qt.TextFormat.RichText)  # the text is escaped HTML
         body.setWordWrap(True)
         body.setStyleSheet("font-size: 9pt;" + ("" if ok else "color: #b00;"))
         lay.addWidget(body)
@@ -90,8 +104,10 @@ class Gallery(QtWidgets.QWidget):
         flow = QtWidgets.QWidget()
         self._grid = QtWidgets.QGridLayout(flow)
         self._grid.setAlignment(QtCore.Qt.AlignmentFlag.AlignTop | QtCore.Qt.AlignmentFlag.AlignLeft)
-        for path in presets.list_presets():
-            card = PresetCard(path)
+        for path in gallery_order(presets.list_presets()):
+            # Parented at once: an unparented widget reports isHidden() and would be
+            # filtered out of the layout.
+            card = PresetCard(path, flow)
             card.open_requested.connect(self.open_requested)
             self.cards.append(card)
         self._layout_cards()
@@ -117,7 +133,7 @@ class Gallery(QtWidgets.QWidget):
         lay.addLayout(body, 1)
 
     def _layout_cards(self, cols: int = 3) -> None:
-        shown = [c for c in self.cards if not c.isHidden()]
+        shown = [c for c in self.cards if not c.property("filtered")]
         for c in self.cards:
             self._grid.removeWidget(c)
         for i, c in enumerate(shown):
@@ -126,7 +142,9 @@ class Gallery(QtWidgets.QWidget):
     def _on_filter_changed(self, text: str) -> None:
         t = text.lower()
         for c in self.cards:
-            c.setHidden(bool(t) and t not in c.name and t not in c.findChild(QtWidgets.QLabel).text().lower())
+            hide = bool(t) and t not in c.name and t not in c.search_text
+            c.setProperty("filtered", hide)
+            c.setVisible(not hide)
         self._layout_cards()
 
     def set_recent(self, paths: list[str]) -> None:
