@@ -118,7 +118,9 @@ def make_plot(title: str = "", x_label: str = "step", y_label: str = "", y_units
     if title:
         # pyqtgraph titles are HTML: "(<= n = 6)" would otherwise swallow the rest.
         item.setTitle(html.escape(title), color=FOREGROUND, size="10pt")
-    item.showGrid(x=True, y=True, alpha=0.15)
+    # No grid: pyqtgraph replays every grid line from a QPicture on each repaint, and
+    # measured beside a training run (bench/bench_ui.py) it doubled the event-loop p99.
+    item.showGrid(x=False, y=False)
     return pw
 
 

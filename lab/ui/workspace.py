@@ -25,6 +25,8 @@ from lab.ui.params import ParameterPanel
 from lab.ui.sources import LiveSource, ReplaySource, default_host
 
 DISPLAY_HZ = 30
+#: Wall time one display tick may spend redrawing views (the rest wait for the next tick).
+REFRESH_BUDGET_S = 0.012
 #: Events drawn as markers on time axes (pause/resume only go to the log).
 MARKED = ("set", "phase", "diverged", "failed", "warning", "record_error", "refused")
 
@@ -76,6 +78,7 @@ class Workspace(QtWidgets.QWidget):
         self.ticks = 0
         #: newest value of every stream, per run (for the status bar and tests)
         self.last_values: dict[str, dict[str, Any]] = {}
+        self._next_view = 0
 
         self.header = QtWidgets.QLabel()
         self.header.setWordWrap(True)
@@ -355,11 +358,30 @@ class Workspace(QtWidgets.QWidget):
             if items:
                 self._deliver(run_id, items)
         p = self._player()
-        for v in self.views:
-            if p is not None:
+        if p is not None:
+            for v in self.views:
                 v.set_cursor(p.cursor)
-            v.refresh()
+        self._refresh_within_budget()
         self._update_status()
+
+    def _refresh_within_budget(self) -> None:
+        """Redraw views round-robin until this tick's time budget is spent.
+
+        One tick redrawing every view can take longer than a frame when several heavy
+        views change at once; that is the latency a click waits for. Views left over
+        are redrawn first on the next tick, so each still updates within a few ticks.
+        """
+        n = len(self.views)
+        if not n:
+            return
+        deadline = time.perf_counter() + REFRESH_BUDGET_S
+        start = self._next_view % n
+        for k in range(n):
+            i = (start + k) % n
+            self.views[i].refresh()
+            self._next_view = i + 1
+            if time.perf_counter() > deadline:
+                break
 
     def _deliver(self, run_id: str, items: Sequence[Frame | Event]) -> None:
         frames = [i for i in items if isinstance(i, Frame)]
