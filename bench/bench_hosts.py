@@ -19,7 +19,7 @@ import _common  # noqa: F401  (puts the repo on sys.path)
 from _common import cores, rate, table
 
 
-def bare_loop(threads: int, seconds: float) -> float:
+def bare_loop(threads: int, seconds: float, device: str = "cpu") -> float:
     """The same model and optimizer as the `grokking` engine, nothing else."""
     import torch
     import torch.nn.functional as F
@@ -29,10 +29,10 @@ def bare_loop(threads: int, seconds: float) -> float:
     p, h = 97, 512
     pairs = torch.randperm(p * p)
     n = int(round(0.3 * p * p))
-    a, b = pairs[:n] // p, pairs[:n] % p
+    a, b = (pairs[:n] // p).to(device), (pairs[:n] % p).to(device)
     y = (a + b) % p
-    w_in = torch.nn.Linear(2 * p, h, bias=False).weight.detach().T.contiguous().requires_grad_(True)
-    w_out = torch.nn.Linear(h, p, bias=False).weight.detach().requires_grad_(True)
+    w_in = torch.nn.Linear(2 * p, h, bias=False).weight.detach().T.contiguous().to(device).requires_grad_(True)
+    w_out = torch.nn.Linear(h, p, bias=False).weight.detach().to(device).requires_grad_(True)
     opt = torch.optim.Adam([w_in, w_out], lr=1e-3, weight_decay=1e-4)
 
     def step() -> None:
@@ -41,15 +41,18 @@ def bare_loop(threads: int, seconds: float) -> float:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if device != "cpu":
+            # The lab reads its streams every step (one device->host copy); match it.
+            loss.item()
 
     return rate(step, seconds=seconds)
 
 
-def lab_headless(host: str, probes_off: bool, seconds: float, threads: int) -> float:
+def lab_headless(host: str, probes_off: bool, seconds: float, threads: int, device: str = "cpu") -> float:
     from lab import presets
     from lab.runner import Run
 
-    preset = presets.load("grokking-modular").with_overrides(steps=10**7, device="cpu")
+    preset = presets.load("grokking-modular").with_overrides(steps=10**7, device=device)
     if probes_off:
         preset = _no_probes(preset)
     with tempfile.TemporaryDirectory() as d:
@@ -137,15 +140,18 @@ def main() -> None:
             rows.append((f"app drawing ({redraws:.0f} redraws/s), {host} host", threads, r, r / bare_all))
     table("Training overhead (epochs/s)", rows, ("how the engine runs", "torch threads", "epochs/s", "vs bare (all cores)"))
     print("\nGoal: >= 0.95 of bare with probes off, headless and with the app drawing.")
-    try:
-        import torch
+    import torch
 
-        if torch.cuda.is_available():
-            print("GPU rows: run with DYNLAB_DEVICE=cuda (not implemented in this script yet)")
-        else:
-            print("No GPU found: GPU rows skipped.")
-    except ImportError:
-        pass
+    if not torch.cuda.is_available():
+        print("No GPU found: GPU rows skipped.")
+        return
+    name = torch.cuda.get_device_name(0)
+    bare_gpu = bare_loop(n, args.seconds, "cuda")
+    gpu_rows = [("bare loop", name, bare_gpu, 1.0)]
+    for host, off in (("thread", True), ("thread", False), ("process", True)):
+        r = lab_headless(host, off, args.seconds, n, device="cuda")
+        gpu_rows.append((f"lab headless, {host} host, probes {'off' if off else 'default'}, recording", name, r, r / bare_gpu))
+    table("Training overhead on CUDA (epochs/s)", gpu_rows, ("how the engine runs", "device", "epochs/s", "vs bare"))
 
 
 if __name__ == "__main__":
