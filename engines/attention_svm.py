@@ -122,6 +122,7 @@ def _streams(n: int, T: int, parameterization: str) -> tuple[Stream, ...]:
             (n * T, 2),
             labels=tuple(f"seq {i}: selected" for i in range(n)) + other_labels,
             groups=("selected",) * n + ("other",) * (n * (T - 1)),
+            cols=("SVM margin", "current margin"),
             description=f"Each token as a point: x = its margin (x_i,alpha_i - x_it)^T W^mm z_i under "
             f"the {own} SVM, y = its margin under the current {w_name} rescaled to the norm of W^mm. "
             "Selected tokens sit at the origin; x >= 1 for the others (support vectors at x = 1).",
@@ -251,6 +252,7 @@ class AttentionSVM(Engine):
         import cvxpy  # noqa: F401  -- a few seconds on first import; paid here, not in the first timed solve
 
         d = self.params["d"]
+        self._underflow_reported = False
         self._draw_data()
         self._draw_head()
         g = self._generator(3)
@@ -280,10 +282,13 @@ class AttentionSVM(Engine):
 
     def train_step(self, step: int) -> Mapping[str, Any]:
         loss, W, scores, probs = self._forward()
-        reg = sum((w * w).sum() for w in self.weights)
-        total = loss + self.params["weight_decay"] * reg
-        grads = torch.autograd.grad(total, self.weights)
+        wd = self.params["weight_decay"]
+        # The loss gradient and the (analytic) gradient 2*wd*w of wd*||w||^2 separately: the
+        # ratio tells when the loss gradient has sunk below the regulariser's.
+        loss_grads = torch.autograd.grad(loss, self.weights)
+        grads = [g + 2.0 * wd * w.detach() for g, w in zip(loss_grads, self.weights)]
         frame = self._measure(step, loss.detach(), W.detach(), scores.detach(), probs.detach())
+        self._check_underflow(loss_grads)
         lr = self.params["lr"]
         with torch.no_grad():
             for w, g in zip(self.weights, grads):
@@ -293,6 +298,28 @@ class AttentionSVM(Engine):
                 if gn > 0:
                     w.sub_(lr * g / gn)
         return frame
+
+    def _check_underflow(self, loss_grads: list[torch.Tensor]) -> None:
+        """Emit one ``info`` event when the loss gradient stops steering the direction.
+
+        Once the softmax saturates, the loss gradient decays like exp(-margin * ||W||); in
+        float64 it soon falls to the size of the machine-epsilon regulariser's gradient
+        2*eps*||W|| (or to rounding noise), and normalised GD then balances the two: W stops
+        moving and every curve goes flat (about step 950 for the default preset).
+        """
+        if self._underflow_reported:
+            return
+        wd = self.params["weight_decay"]
+        loss_norm = float(torch.sqrt(sum((g * g).sum() for g in loss_grads)))
+        reg_norm = 2.0 * wd * float(torch.sqrt(sum((w.detach() ** 2).sum() for w in self.weights)))
+        if loss_norm == 0.0 or loss_norm <= reg_norm:
+            self._underflow_reported = True
+            self.emit(
+                "info",
+                message="gradient underflowed: the direction is final "
+                f"(||grad loss|| = {loss_norm:.2e} <= regulariser's {reg_norm:.2e}); "
+                "W no longer improves in float64",
+            )
 
     # ----------------------------------------------------------------- measurements
     def _measure(
@@ -366,6 +393,7 @@ class AttentionSVM(Engine):
     def on_set(self, name: str, new: Any, old: Any) -> None:
         if name == "data_seed":
             self._draw_data()  # also clears the SVM cache: solutions belong to the data
+            self._underflow_reported = False  # new data, new loss: the gradient is alive again
             self._draw_head()  # same v; recomputes the optimal tokens of the new data
             self.emit(
                 "phase", message=f"new data (data_seed {old} -> {new}); SVM re-solved for the new selection"

@@ -63,7 +63,8 @@ def collapse_streams(num_classes: int) -> tuple[Stream, ...]:
                "classifier's decision differs from the nearest class mean.",
                theory="→ 0 (NC4): the classifier becomes a nearest-class-centre rule."),
         Stream("class_means", "points", (3 * C, 3), description="Centred class means (exact 3-D coordinates "
-               "of their span when C = 4; PCA to 3-D otherwise), the classifier rows rescaled to the "
+               "of their span when C ≤ 4; for C > 4 an orthogonal projection onto the 3-D slice of their span that "
+               "best matches a fixed, spread class layout, so a simplex shows every class apart), the classifier rows rescaled to the "
                "means' Frobenius norm, and the simplex ETF of the means' RMS norm nearest to them.",
                theory="Means and classifier rows converge onto the ETF vertices (a regular tetrahedron "
                       "for C = 4).", labels=names * 3, groups=groups),

@@ -59,7 +59,14 @@ class PatchNet(nn.Module):
             raise ValueError(f"unknown architecture {arch!r}")
         self.w = nn.Parameter(torch.randn(shape_w, generator=gen) / fan_in**0.5)
         self.b = nn.Parameter(torch.zeros(shape_b))
-        self.a = nn.Parameter(torch.randn(shape_b, generator=gen) / width**0.5)
+        # Output weights with balanced signs (half +, half −, random magnitudes): the net
+        # has no output bias, so with all-equal signs it can only say one class until Adam
+        # drags a weight through zero; with width 4 that happens to 1 init in 8 and the fit
+        # often stalls at chance. Balancing removes that failure without changing the scale.
+        a = torch.randn(shape_b, generator=gen).abs() / width**0.5
+        sign = torch.ones(shape_b[-1])
+        sign[1::2] = -1.0
+        self.a = nn.Parameter(a * sign)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.arch == "cnn":

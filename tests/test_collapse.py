@@ -122,6 +122,27 @@ def test_geometry_3d_is_exact_for_four_classes():
     assert np.allclose(g2["means"], 1.01 * g["means"], atol=1e-10)
 
 
+@pytest.mark.parametrize("C", [5, 10])
+def test_geometry_3d_spreads_a_large_simplex(C):
+    """PCA of an exact simplex is degenerate (equal singular values): the 3-D view must
+    still show every class mean apart, the same picture for any rotation of features."""
+    E = simplex_etf(C, dim=16, scale=1.0) @ _rotation(16, 7)
+    g = geometry_3d(E, E)
+    d = np.linalg.norm(g["means"][:, None] - g["means"][None], axis=2)
+    off = d[~np.eye(C, dtype=bool)]
+    assert off.min() >= 0.3 * off.mean()
+    assert np.allclose(g["means"], g["etf"], atol=1e-10)
+    # An orthogonal projection of the means (the basis is orthonormal, inside their span).
+    assert np.allclose(g["basis"] @ g["basis"].T, np.eye(3), atol=1e-10)
+    assert np.allclose(g["means"], E @ g["basis"].T, atol=1e-10)
+    # Fixed across steps: a perturbed, rotated-in-feature-space copy gives (nearly) the
+    # same coordinates, without help from ``previous``.
+    E2 = (E + 0.01 * np.random.default_rng(0).standard_normal(E.shape)) @ _rotation(16, 8)
+    E2 -= E2.mean(axis=0)
+    g2 = geometry_3d(E2, E2)
+    assert np.abs(g2["means"] - g["means"]).max() < 0.1 * off.mean()
+
+
 # ----------------------------------------------------------------------------- engines
 @pytest.mark.parametrize("name", PRESETS)
 def test_presets_validate_and_show_the_phenomenon(name):

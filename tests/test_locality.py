@@ -73,3 +73,14 @@ def test_cnn_needs_fewer_samples_than_lcn_than_fcn(seed: int) -> None:
 
 def test_preset_loads() -> None:
     assert load("locality-sample-complexity").engine == "locality-sample-complexity"
+
+
+def test_output_weights_start_with_balanced_signs() -> None:
+    """No output bias: an init whose output weights all share a sign can only say one class
+    (the width-4 CNN then stalled at chance for some training sets)."""
+    for seed in range(20):
+        for arch in ("cnn", "lcn", "fcn"):
+            net = PatchNet(arch, 8, 8, 4, torch.Generator().manual_seed(seed))
+            a = net.a.detach().reshape(-1, net.a.shape[-1])
+            half = a.shape[-1] // 2
+            assert torch.all((a > 0).sum(-1) == half) and torch.all((a < 0).sum(-1) == half)

@@ -159,6 +159,23 @@ def nc_metrics(
     }
 
 
+def _spread_layout(num_classes: int) -> np.ndarray:
+    """C×3 orthonormal columns, orthogonal to the all-ones vector, rows spread in 3-D.
+
+    Rows start as a Fibonacci lattice on the sphere (deterministic, near-uniform), are
+    centred (the centred means sum to zero) and orthonormalised; the rows of the result are
+    where the classes of an exact simplex land in :func:`geometry_3d`.
+    """
+    i = np.arange(num_classes) + 0.5
+    z = 1.0 - 2.0 * i / num_classes
+    phi = np.pi * (1.0 + np.sqrt(5.0)) * i
+    rho = np.sqrt(1.0 - z**2)
+    T = np.stack([rho * np.cos(phi), rho * np.sin(phi), z], axis=1)
+    T -= T.mean(axis=0)
+    Q, _ = np.linalg.qr(T)
+    return Q
+
+
 def simplex_etf(num_classes: int, dim: int | None = None, scale: float = 1.0) -> np.ndarray:
     """The standard simplex equiangular tight frame, rows of norm ``scale``.
 
@@ -199,9 +216,11 @@ def geometry_3d(
 ) -> dict[str, np.ndarray]:
     """3-D coordinates of the centred class means, the classifier and the nearest ETF.
 
-    The basis is the top three right singular vectors of ``M``. For C = 4 the centred
-    means span (at most) 3 dimensions, so these are their exact coordinates in an
-    orthonormal basis of their span; for larger C it is PCA of the means to 3-D.
+    For C ≤ 4 the centred means span (at most) 3 dimensions and the basis is their top
+    right singular vectors: exact coordinates in an orthonormal basis of their span. For
+    larger C the basis is the orthonormal 3-frame in their span closest to a fixed,
+    well-spread class layout (``_spread_layout``), so that an (exact) simplex shows all C
+    means apart instead of PCA's arbitrary slice of equal singular directions.
 
     Parameters
     ----------
@@ -239,11 +258,23 @@ def geometry_3d(
 
     basis = np.zeros((3, d))
     k = min(3, r)
-    basis[:k] = span[:k]
+    B = np.eye(r)[:, :k]  # r×k: which directions of the span to show
+    if r > 3:
+        # PCA is useless here: near collapse all C−1 singular values are equal, so the
+        # top three are an arbitrary slice and most means land near the centre. Instead
+        # use the orthonormal 3-frame of the span closest to ``P^T A`` for a fixed, spread
+        # class-space layout A: for an exact simplex the means then sit at the rows of A
+        # (well apart), and since A names classes, not feature directions, the view does
+        # not jump between steps. It is still an orthogonal projection of the means.
+        A = _spread_layout(C)
+        Ub, sb, Vbt = np.linalg.svd(P.T @ A, full_matrices=False)
+        if sb[-1] > 1e-9 * max(sb[0], 1e-300):
+            B = Ub @ Vbt
+    basis[:k] = B.T @ span
     means3 = np.zeros((C, 3))
     etf3 = np.zeros((C, 3))
-    means3[:, :k] = P[:, :k]
-    etf3[:, :k] = E[:, :k]
+    means3[:, :k] = P @ B
+    etf3[:, :k] = E @ B
     cls3 = Ws @ basis.T
     if previous is not None and np.shape(previous) == means3.shape:
         Ua, _, Vb = np.linalg.svd(means3.T @ np.asarray(previous, dtype=np.float64))
