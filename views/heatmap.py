@@ -128,7 +128,9 @@ class HeatmapView(PlotView):
         self.image.setRect(QtCore.QRectF(0, 0, mat.shape[1], mat.shape[0]))
         if (rows, cols) != (self.row_labels, self.col_labels):
             self.row_labels, self.col_labels = rows, cols
-            self.item.getAxis("left").setTicks([_ticks(rows, mat.shape[0])])
+            ticks = _ticks(rows, mat.shape[0])
+            self.item.getAxis("left").setTicks([ticks])
+            style.fit_axis_to_labels(self.item.getAxis("left"), [t for _, t in ticks])
             self.item.getAxis("bottom").setTicks([_ticks(cols, mat.shape[1])])
         self.item.setRange(xRange=(0, mat.shape[1]), yRange=(0, mat.shape[0]), padding=0)
         self.item.setTitle(f"{self.view.title} — step {step}", color=style.FOREGROUND, size="10pt")

@@ -181,7 +181,9 @@ class WaterfallView(_SnapshotView):
             labels = s.labels or tuple(f"{self.stream}[{i}]" for i in range(int(np.prod(s.shape or (1,)))))
             # Thinned like a heatmap's: 49 frequency labels on 250 pixels are a black smear.
             every = max(1, -(-len(labels) // WATERFALL_MAX_LABELS))
-            self.item.getAxis("left").setTicks([[(i + 0.5, labels[i]) for i in range(0, len(labels), every)]])
+            ticks = [(i + 0.5, labels[i]) for i in range(0, len(labels), every)]
+            self.item.getAxis("left").setTicks([ticks])
+            style.fit_axis_to_labels(self.item.getAxis("left"), [t for _, t in ticks])
             self.item.setLabel("left", "")
         self.data: np.ndarray | None = None  # the last image drawn, (rows, cols)
         self.scale = SymlogScale(0.0)  # identity until a spectrum with non-uniform bins arrives

@@ -124,6 +124,18 @@ def make_plot(title: str = "", x_label: str = "step", y_label: str = "", y_units
     return pw
 
 
+def fit_axis_to_labels(axis: pg.AxisItem, labels: list[str] | tuple[str, ...]) -> None:
+    """Widen a vertical axis for its tick labels now.
+
+    pyqtgraph widens an axis only after a paint that found its labels too wide, and
+    skips those labels in that paint (a first screenshot or export shows none).
+    """
+    font = axis.style.get("tickFont") or axis.font()
+    metrics = pg.QtGui.QFontMetrics(font)
+    widest = max((metrics.horizontalAdvance(str(t)) for t in labels), default=0)
+    axis.setWidth(max(35, widest + 18))
+
+
 def add_legend(item: pg.PlotItem) -> pg.LegendItem:
     """A legend with a translucent white box and black text."""
     return item.addLegend(
