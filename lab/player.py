@@ -15,6 +15,8 @@ from engines.spec import Event, Frame, Stream
 from lab.recording import Recording
 
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+#: Rows per stream a seek hands the views at most (the history before the cursor is thinned).
+SEEK_MAX_ROWS = 20_000
 
 
 class Player:
@@ -113,7 +115,9 @@ class Player:
         self.cursor = step
         self._carry = 0.0
         self._clock = time.monotonic()
-        return self._between(self.first - 1, step)
+        # History is thinned for long recordings (views draw ~1000 px anyway); the frame
+        # at the cursor itself is exact, so per-step views show the true state.
+        return self._between(self.first - 1, step, max_rows=SEEK_MAX_ROWS)
 
     def step_by(self, n: int) -> list[Frame | Event]:
         """Advance the cursor by ``n`` steps (n > 0) and return what was passed."""
@@ -139,11 +143,11 @@ class Player:
             self.state = "finished"
         return self._between(old, self.cursor)
 
-    def _between(self, after: int, upto: int) -> list[Frame | Event]:
+    def _between(self, after: int, upto: int, max_rows: int | None = None) -> list[Frame | Event]:
         """Frames with after < step <= upto, and events interleaved at their steps."""
         if upto <= after:
             return []
-        frames: Iterator[Frame] = self.recording.frames(after + 1, upto + 1)
+        frames: Iterator[Frame] = self.recording.frames(after + 1, upto + 1, max_rows=max_rows)
         evs = [e for e in self._events if after < e.step <= upto]
         out: list[Frame | Event] = []
         k = 0

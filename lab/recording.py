@@ -363,9 +363,22 @@ class Recording:
             for s, t, k, p in zip(steps, times, kinds, payloads)
         ]
 
-    def frames(self, start: int | None = None, stop: int | None = None) -> Iterator[Frame]:
-        """Frames with ``start <= step < stop``, merged across streams, in step order."""
-        per = {name: self.read(name, start, stop) for name in self._f["streams"]}
+    def frames(
+        self, start: int | None = None, stop: int | None = None, *, max_rows: int | None = None
+    ) -> Iterator[Frame]:
+        """Frames with ``start <= step < stop``, merged across streams, in step order.
+
+        ``max_rows`` thins each stream evenly to at most that many rows (its last row
+        always kept), so a seek into a 10^6-step recording hands the views a decimated
+        history instead of a million frames; ``None`` gives every row.
+        """
+        per = {}
+        for name in self._f["streams"]:
+            st, vals = self.read(name, start, stop)
+            if max_rows is not None and len(st) > max_rows:
+                keep = np.unique(np.linspace(0, len(st) - 1, max_rows).round().astype(np.int64))
+                st, vals = st[keep], vals[keep]
+            per[name] = (st, vals)
         steps = np.unique(np.concatenate([s for s, _ in per.values()] or [np.zeros(0, np.int64)]))
         pos = dict.fromkeys(per, 0)
         for step in steps:

@@ -261,3 +261,24 @@ def test_player_pushes_the_same_frames_and_events(tmp_path):
     got = player.advance(t0 + 1.0)
     assert got and all(f.step > 10 for f in got if isinstance(f, Frame))
     player.close()
+
+
+def test_seek_into_a_long_recording_thins_history_but_keeps_the_cursor_frame(tmp_path):
+    from lab.player import Player
+    from lab.recording import Recorder
+
+    path = tmp_path / "long.h5"
+    streams = (Quadratic.spec.streams[0],)
+    rec = Recorder(path, streams, {"engine": "quadratic"}, flush_interval=1e9)
+    n = 100_000
+    rec._pending["train_loss"].extend(zip(range(n), np.arange(n, dtype=float)))
+    rec.last_step = n - 1
+    rec.close("finished")
+    p = Player(str(path))
+    frames = [f for f in p.seek(77_777) if isinstance(f, Frame)]
+    assert len(frames) <= 20_001
+    assert frames[-1].step == 77_777 and float(frames[-1].data["train_loss"]) == 77_777.0
+    assert frames[0].step == 0
+    exact = [f for f in p.step_by(5) if isinstance(f, Frame)]
+    assert [f.step for f in exact] == [77_778, 77_779, 77_780, 77_781, 77_782]
+    p.close()
