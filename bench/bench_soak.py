@@ -1,7 +1,7 @@
 """Soak: the app's memory after 10^4 and 10^6 steps of a run drawn live.
 
 The quadratic preset's five streams (four scalars and a 3-vector, every step) are
-fed to the app's real workspace views in blocks of 2,000 steps (the views' bulk append,
+fed to the app's real workspace views in blocks of 20,000 steps (the views' bulk append,
 the same buffers a live run fills frame by frame), redrawing after each block; the process's resident memory is read at 10^4 and 10^6
 steps. The recording is synthetic (written in blocks) so the soak takes minutes, not
 hours; it is what the views see in a 10^6-step live run.
@@ -84,7 +84,7 @@ def main() -> None:
     gc.collect()
     base = rss_mb()
     marks = {10_000: None, 100_000: None, args.steps: None}
-    chunk = 2_000
+    chunk = 20_000
     t0 = time.perf_counter()
     redraw_s = []
     rec = player.recording
