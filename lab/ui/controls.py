@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6 import QtCore, QtGui, QtWidgets
+from PySide6 import QtCore, QtWidgets
 
 
 class RunControls(QtWidgets.QGroupBox):
@@ -110,6 +110,3 @@ class Timeline(QtWidgets.QWidget):
         self.speed.setText(f"{speed:g}×")
         sp = QtWidgets.QStyle.StandardPixmap
         self.play.setIcon(self.style().standardIcon(sp.SP_MediaPause if playing else sp.SP_MediaPlay))
-
-    def keyPressEvent(self, event: QtGui.QKeyEvent) -> None:  # noqa: N802 - Qt API
-        super().keyPressEvent(event)

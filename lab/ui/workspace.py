@@ -206,13 +206,9 @@ class Workspace(QtWidgets.QWidget):
             return
         self.close_sources()
         self._clear_views()
-        preset = self.preset.with_overrides(seed=self._seed, hyperparameters=self._typed_overrides())
+        preset = self.preset.with_overrides(seed=self._seed, hyperparameters=dict(self.overrides))
         self._launch("", preset, label="")
         self.timer.start()
-
-    def _typed_overrides(self) -> dict[str, Any]:
-        # Values from the widgets are already typed and in bounds.
-        return {k: v for k, v in self.overrides.items()}
 
     def _launch(self, run_id: str, preset: Preset, label: str) -> LiveSource:
         record = None
@@ -259,7 +255,7 @@ class Workspace(QtWidgets.QWidget):
         if first is not None and len(self.sources) == 1:
             for v in self.views:
                 v.add_run("", f"seed {self._seed}")
-        preset = self.preset.with_overrides(seed=seed, hyperparameters=self._typed_overrides())
+        preset = self.preset.with_overrides(seed=seed, hyperparameters=dict(self.overrides))
         self._launch(f"seed{seed}", preset, f"seed {seed}")
 
     def set_param(self, name: str, value: Any) -> None:
@@ -527,9 +523,3 @@ class Workspace(QtWidgets.QWidget):
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         self.close_sources()
         super().closeEvent(event)
-
-    def wait_idle(self, timeout: float = 10.0) -> None:
-        """Tests: wait for every worker to end (used after stop())."""
-        deadline = time.monotonic() + timeout
-        for src in self._live():
-            src.run.join(max(0.0, deadline - time.monotonic()))
