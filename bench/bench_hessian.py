@@ -23,7 +23,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from engines.probes.hessian import HessianOperator, top_eigenvalues
+from dynlab.engines.probes.hessian import HessianOperator, top_eigenvalues
 
 T = TypeVar("T")
 

@@ -31,7 +31,9 @@ def bare_loop(threads: int, seconds: float, device: str = "cpu") -> float:
     n = int(round(0.3 * p * p))
     a, b = (pairs[:n] // p).to(device), (pairs[:n] % p).to(device)
     y = (a + b) % p
-    w_in = torch.nn.Linear(2 * p, h, bias=False).weight.detach().T.contiguous().to(device).requires_grad_(True)
+    w_in = (
+        torch.nn.Linear(2 * p, h, bias=False).weight.detach().T.contiguous().to(device).requires_grad_(True)
+    )
     w_out = torch.nn.Linear(h, p, bias=False).weight.detach().to(device).requires_grad_(True)
     opt = torch.optim.Adam([w_in, w_out], lr=1e-3, weight_decay=1e-4)
 
@@ -49,8 +51,8 @@ def bare_loop(threads: int, seconds: float, device: str = "cpu") -> float:
 
 
 def lab_headless(host: str, probes_off: bool, seconds: float, threads: int, device: str = "cpu") -> float:
-    from lab import presets
-    from lab.runner import Run
+    from dynlab import presets
+    from dynlab.runner import Run
 
     preset = presets.load("grokking-modular").with_overrides(steps=10**7, device=device)
     if probes_off:
@@ -92,8 +94,8 @@ def lab_with_app(host: str, seconds: float) -> tuple[float, float]:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6 import QtCore, QtWidgets
 
-    from lab import presets
-    from lab.ui.workspace import Workspace
+    from dynlab import presets
+    from dynlab.ui.workspace import Workspace
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     ws = Workspace(host=host)
@@ -101,7 +103,10 @@ def lab_with_app(host: str, seconds: float) -> tuple[float, float]:
     ws.show()
     ws.controls.record.setChecked(True)
     os.environ["DYNLAB_RECORDINGS"] = tempfile.mkdtemp()
-    ws.open_preset(presets.load("grokking-modular", check_engine=False).with_overrides(steps=10**7, device="cpu"), start=True)
+    ws.open_preset(
+        presets.load("grokking-modular", check_engine=False).with_overrides(steps=10**7, device="cpu"),
+        start=True,
+    )
 
     def pump(ms: int) -> None:
         loop = QtCore.QEventLoop()
@@ -132,13 +137,24 @@ def main() -> None:
         rows.append(("bare loop", n - 1, bare_less, bare_less / bare_all))
     for host, off in (("thread", True), ("thread", False), ("process", True), ("process", False)):
         r = lab_headless(host, off, args.seconds, n)
-        rows.append((f"lab headless, {host} host, probes {'off' if off else 'default'}, recording", n, r, r / bare_all))
+        rows.append(
+            (
+                f"lab headless, {host} host, probes {'off' if off else 'default'}, recording",
+                n,
+                r,
+                r / bare_all,
+            )
+        )
     if not args.no_app:
         for host in ("thread", "process"):
             r, redraws = lab_with_app(host, args.seconds)
             threads = n if host == "thread" else max(1, n - 1)
             rows.append((f"app drawing ({redraws:.0f} redraws/s), {host} host", threads, r, r / bare_all))
-    table("Training overhead (epochs/s)", rows, ("how the engine runs", "torch threads", "epochs/s", "vs bare (all cores)"))
+    table(
+        "Training overhead (epochs/s)",
+        rows,
+        ("how the engine runs", "torch threads", "epochs/s", "vs bare (all cores)"),
+    )
     print("\nGoal: >= 0.95 of bare with probes off, headless and with the app drawing.")
     import torch
 
@@ -150,8 +166,19 @@ def main() -> None:
     gpu_rows = [("bare loop", name, bare_gpu, 1.0)]
     for host, off in (("thread", True), ("thread", False), ("process", True)):
         r = lab_headless(host, off, args.seconds, n, device="cuda")
-        gpu_rows.append((f"lab headless, {host} host, probes {'off' if off else 'default'}, recording", name, r, r / bare_gpu))
-    table("Training overhead on CUDA (epochs/s)", gpu_rows, ("how the engine runs", "device", "epochs/s", "vs bare"))
+        gpu_rows.append(
+            (
+                f"lab headless, {host} host, probes {'off' if off else 'default'}, recording",
+                name,
+                r,
+                r / bare_gpu,
+            )
+        )
+    table(
+        "Training overhead on CUDA (epochs/s)",
+        gpu_rows,
+        ("how the engine runs", "device", "epochs/s", "vs bare"),
+    )
 
 
 if __name__ == "__main__":

@@ -27,9 +27,9 @@ import numpy as np  # noqa: E402
 import pyqtgraph as pg  # noqa: E402
 from PySide6 import QtGui, QtWidgets  # noqa: E402
 
-from lab.frames import Frame, Stream  # noqa: E402
-from lab.presets import ViewSpec  # noqa: E402
-from views import LinesView  # noqa: E402
+from dynlab.frames import Frame, Stream  # noqa: E402
+from dynlab.presets import ViewSpec  # noqa: E402
+from dynlab.views import LinesView  # noqa: E402
 
 W, H = 900, 500
 

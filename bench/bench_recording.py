@@ -19,11 +19,13 @@ import h5py
 import numpy as np
 from _common import table
 
-from lab.frames import Frame, Stream
-from lab.recording import Recorder, Recording
+from dynlab.frames import Frame, Stream
+from dynlab.recording import Recorder, Recording
 
 STREAMS = (
-    Stream("loss", "scalar"), Stream("acc", "scalar"), Stream("norm", "scalar"),
+    Stream("loss", "scalar"),
+    Stream("acc", "scalar"),
+    Stream("norm", "scalar"),
     Stream("vec", "vector", (5,), labels=tuple("abcde")),
     Stream("heat", "heatmap", (64, 32), rows=tuple(map(str, range(64))), cols=tuple(map(str, range(32)))),
 )
@@ -59,9 +61,17 @@ def raw(path: str, fs: list[Frame], interval: float = 1.0) -> float:
             row = int(np.prod(shape)) if shape else 1
             rows = max(1, min(4096, (1 << 16) // row))
             comp = {"compression": "gzip", "compression_opts": 1, "shuffle": True} if row >= 64 else {}
-            ds[s.name] = (f.create_dataset(f"{s.name}/step", (0,), maxshape=(None,), dtype="i8", chunks=(rows,)),
-                          f.create_dataset(f"{s.name}/value", (0, *shape), maxshape=(None, *shape), dtype="f8",
-                                           chunks=(rows, *shape), **comp))
+            ds[s.name] = (
+                f.create_dataset(f"{s.name}/step", (0,), maxshape=(None,), dtype="i8", chunks=(rows,)),
+                f.create_dataset(
+                    f"{s.name}/value",
+                    (0, *shape),
+                    maxshape=(None, *shape),
+                    dtype="f8",
+                    chunks=(rows, *shape),
+                    **comp,
+                ),
+            )
         f.swmr_mode = True
         buf = {s.name: [] for s in STREAMS}
         last = time.monotonic()
@@ -123,17 +133,27 @@ def main() -> None:
         t_ours = min(ours(a, fs) for _ in range(2))
         size = os.path.getsize(a)
         heat_raw = args.steps // 10 * 64 * 32 * 8
-        table("Recording write throughput", [
-            ("raw h5py (same rows, chunks, compression)", args.steps / t_raw, 1.0, os.path.getsize(b)),
-            ("lab Recorder", args.steps / t_ours, t_raw / t_ours, size),
-        ], ("writer", "steps/s", "vs raw", "file bytes"))
-        print(f"\nbytes per step: {size / args.steps:.0f} (uncompressed heatmap rows would be {heat_raw / args.steps:.0f}/step alone)")
+        table(
+            "Recording write throughput",
+            [
+                ("raw h5py (same rows, chunks, compression)", args.steps / t_raw, 1.0, os.path.getsize(b)),
+                ("lab Recorder", args.steps / t_ours, t_raw / t_ours, size),
+            ],
+            ("writer", "steps/s", "vs raw", "file bytes"),
+        )
+        print(
+            f"\nbytes per step: {size / args.steps:.0f} (uncompressed heatmap rows would be {heat_raw / args.steps:.0f}/step alone)"
+        )
         rows = []
         for n in (10_000, 1_000_000):
             p = os.path.join(d, f"long{n}.h5")
             make_long(p, n)
             rows.append((f"{n:,} steps", seek_ms(p, n), os.path.getsize(p) / n))
-        table("Replay seek (value_at of 2 streams at a random step)", rows, ("recording", "ms per seek", "bytes/step"))
+        table(
+            "Replay seek (value_at of 2 streams at a random step)",
+            rows,
+            ("recording", "ms per seek", "bytes/step"),
+        )
         print("\nGoals: writer >= 0.8 of raw h5py; seek <= 50 ms independent of length.")
 
 

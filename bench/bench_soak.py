@@ -33,14 +33,18 @@ def rss_mb() -> float:
 
 
 def make_recording(path: str, n: int) -> None:
-    from engines.quadratic import Quadratic
-    from lab import presets
-    from lab.recording import Recorder
+    from dynlab import presets
+    from dynlab.engines.quadratic import Quadratic
+    from dynlab.recording import Recorder
 
     preset = presets.load("quadratic")
     eng = Quadratic(preset.hyperparameters)
-    rec = Recorder(path, eng.streams, {"engine": "quadratic", "preset": preset.text, "preset_name": "quadratic"},
-                   flush_interval=1e9)
+    rec = Recorder(
+        path,
+        eng.streams,
+        {"engine": "quadratic", "preset": preset.text, "preset_name": "quadratic"},
+        flush_interval=1e9,
+    )
     rng = np.random.default_rng(0)
     block = 100_000
     for start in range(0, n, block):
@@ -54,7 +58,9 @@ def make_recording(path: str, n: int) -> None:
         # Smooth curves with a little noise, like real training curves: a screenful of
         # pure noise would measure line rasterisation, not the lab.
         t = np.arange(start, start + m)[:, None] / 5e4 + np.arange(3)
-        rec._pending["mode_factor"].extend(zip(steps, 0.5 + 0.3 * np.sin(t) + 0.01 * rng.standard_normal((m, 3))))
+        rec._pending["mode_factor"].extend(
+            zip(steps, 0.5 + 0.3 * np.sin(t) + 0.01 * rng.standard_normal((m, 3)))
+        )
         rec.flush()
     rec.last_step = n - 1
     rec.close("finished")
@@ -66,14 +72,16 @@ def main() -> None:
     args = ap.parse_args()
     from PySide6 import QtWidgets
 
-    from lab.ui.workspace import Workspace
+    from dynlab.ui.workspace import Workspace
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     d = tempfile.mkdtemp()
     path = os.path.join(d, "soak.h5")
     t0 = time.perf_counter()
     make_recording(path, args.steps)
-    print(f"synthetic recording: {args.steps:,} steps, {os.path.getsize(path) / 1e6:.1f} MB, {time.perf_counter() - t0:.0f} s")
+    print(
+        f"synthetic recording: {args.steps:,} steps, {os.path.getsize(path) / 1e6:.1f} MB, {time.perf_counter() - t0:.0f} s"
+    )
     ws = Workspace(host="thread")
     ws.resize(1400, 900)
     ws.show()
@@ -112,9 +120,11 @@ def main() -> None:
     rows = [("before data", base, "-")] + [(f"after {m:,} steps", v[0], v[1]) for m, v in marks.items() if v]
     table("App memory during a long run (RSS, MB)", rows, ("when", "RSS MB", "redraw ms (median, 3 views)"))
     first, last = marks[10_000][0], marks[args.steps][0]
-    print(f"\npushed {args.steps:,} steps in {dt:.0f} s; growth 10^4 → {args.steps:,}: {last - first:.1f} MB "
-          f"({(last - first) * 1e6 / max(args.steps - 10_000, 1):.1f} bytes/step); recording "
-          f"{os.path.getsize(path) / args.steps:.1f} bytes/step")
+    print(
+        f"\npushed {args.steps:,} steps in {dt:.0f} s; growth 10^4 → {args.steps:,}: {last - first:.1f} MB "
+        f"({(last - first) * 1e6 / max(args.steps - 10_000, 1):.1f} bytes/step); recording "
+        f"{os.path.getsize(path) / args.steps:.1f} bytes/step"
+    )
     ws.close_sources()
 
 

@@ -1,6 +1,6 @@
 """App start to first window vs importing PySide6.QtWidgets alone.
 
-    python bench/bench_startup.py [--repeat 3]
+python bench/bench_startup.py [--repeat 3]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time, sys
 t0 = time.perf_counter()
 from PySide6 import QtWidgets, QtCore
 app = QtWidgets.QApplication([])
-from lab.ui.main_window import MainWindow
+from dynlab.ui.main_window import MainWindow
 w = MainWindow(settings=QtCore.QSettings(sys.argv[1], QtCore.QSettings.Format.IniFormat))
 w.show()
 app.processEvents()
@@ -49,10 +49,14 @@ def main() -> None:
     ini = os.path.join(tempfile.mkdtemp(), "s.ini")
     base = min(timed([sys.executable, "-c", BASELINE]) for _ in range(args.repeat))
     app = min(timed([sys.executable, "-c", APP, ini]) for _ in range(args.repeat))
-    table(f"Start-up (best of {args.repeat})", [
-        ("python -c 'import PySide6.QtWidgets'", base, 0.0),
-        ("dynlab main window shown (gallery)", app, app - base),
-    ], ("what", "seconds", "more than baseline"))
+    table(
+        f"Start-up (best of {args.repeat})",
+        [
+            ("python -c 'import PySide6.QtWidgets'", base, 0.0),
+            ("dynlab main window shown (gallery)", app, app - base),
+        ],
+        ("what", "seconds", "more than baseline"),
+    )
     print("\nGoal: <= 2.5 s more than the baseline; torch not imported before the first window.")
 
 

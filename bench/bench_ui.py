@@ -59,8 +59,8 @@ def main() -> None:
     import pyqtgraph as pg
     from PySide6 import QtCore, QtWidgets
 
-    from lab import presets
-    from lab.ui.main_window import MainWindow
+    from dynlab import presets
+    from dynlab.ui.main_window import MainWindow
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     pg.setConfigOptions(antialias=True, background="w", foreground="k")
@@ -87,8 +87,11 @@ def main() -> None:
         rows.append((f"training, {host} host", len(ws.views), p50, p99, redraws, src.steps_per_second))
         ws.close_sources()
     win.close()
-    table(f"Event-loop latency while training ({args.preset})", rows,
-          ("state", "views", "p50 ms", "p99 ms", "redraws/s", "steps/s"))
+    table(
+        f"Event-loop latency while training ({args.preset})",
+        rows,
+        ("state", "views", "p50 ms", "p99 ms", "redraws/s", "steps/s"),
+    )
     print("\nGoals: p99 <= 20 ms; >= 30 redraws/s with 6 views.")
 
 

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from engines.base import Engine
-from engines.spec import EngineSpec, Param, Stream
+from dynlab.engines.base import Engine
+from dynlab.engines.spec import EngineSpec, Param, Stream
 
 _ALPHA_GRID = np.unique(np.concatenate([np.linspace(0.3, 3.0, 28), np.linspace(0.8, 1.2, 17)]))
 _MP_NODES = 4000

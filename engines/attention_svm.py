@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from engines.base import Engine
-from engines.probes.attention_svm import (
+from dynlab.engines.base import Engine
+from dynlab.engines.probes.attention_svm import (
     AttSVMError,
     constraint_slack,
     correlation,
@@ -27,7 +27,7 @@ from engines.probes.attention_svm import (
     solve_att_svm,
     svm_rank,
 )
-from engines.spec import EngineSpec, Param, Stream
+from dynlab.engines.spec import EngineSpec, Param, Stream
 
 EPS64 = float(np.finfo(np.float64).eps)  # the official KQ regulariser: machine epsilon
 _NORMS = ("frobenius", "nuclear")

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from engines.spec import EngineSpec, Event, Frame, SpecError, Stream
+from dynlab.engines.spec import EngineSpec, Event, Frame, SpecError, Stream
 
 _REGISTRY: dict[str, type[Engine]] = {}
 #: Engine modules that failed to import, with the error (shown by ``get_engine``).
@@ -130,9 +130,7 @@ class Engine(ABC):
         try:
             yield
         finally:
-            self._probe_seconds[probe] = self._probe_seconds.get(probe, 0.0) + (
-                time.perf_counter() - t0
-            )
+            self._probe_seconds[probe] = self._probe_seconds.get(probe, 0.0) + (time.perf_counter() - t0)
 
     def emit(self, kind: str, **payload: Any) -> None:
         """Queue an event (phase marker, warning...) stamped with the current step."""
@@ -252,13 +250,13 @@ def registry() -> dict[str, type[Engine]]:
     import importlib
     import pkgutil
 
-    import engines
+    import dynlab.engines
 
     skip = {"spec", "base", "optim", "data"}
-    for mod in pkgutil.iter_modules(engines.__path__):
+    for mod in pkgutil.iter_modules(dynlab.engines.__path__):
         if mod.name not in skip and not mod.name.startswith("_") and not mod.ispkg:
             try:
-                importlib.import_module(f"engines.{mod.name}")
+                importlib.import_module(f"dynlab.engines.{mod.name}")
             except Exception as exc:  # one broken engine must not hide the others
                 IMPORT_ERRORS[mod.name] = f"{type(exc).__name__}: {exc}"
     return dict(_REGISTRY)
@@ -266,10 +264,12 @@ def registry() -> dict[str, type[Engine]]:
 
 def get_engine(name: str) -> type[Engine]:
     """The engine class called ``name``; raises ``SpecError`` with a suggestion."""
-    from engines.spec import suggest
+    from dynlab.engines.spec import suggest
 
     reg = _REGISTRY if name in _REGISTRY else registry()
     if name not in reg:
         broken = "".join(f"; module engines.{m} failed to import: {e}" for m, e in IMPORT_ERRORS.items())
-        raise SpecError(f"unknown engine {name!r}{suggest(name, sorted(reg))}; known: {', '.join(sorted(reg))}{broken}")
+        raise SpecError(
+            f"unknown engine {name!r}{suggest(name, sorted(reg))}; known: {', '.join(sorted(reg))}{broken}"
+        )
     return reg[name]

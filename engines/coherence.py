@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from engines.base import Engine
-from engines.probes.coherence import model_m_coherence
-from engines.spec import EngineSpec, Param, Stream
+from dynlab.engines.base import Engine
+from dynlab.engines.probes.coherence import model_m_coherence
+from dynlab.engines.spec import EngineSpec, Param, Stream
 
 _LABELS = ("real", "random")
 

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engines.base import Engine
-from engines.probes.collapse import class_means, cosine_matrix, geometry_3d, nc_metrics
-from engines.spec import EngineSpec, Param, Stream
+from dynlab.engines.base import Engine
+from dynlab.engines.probes.collapse import class_means, cosine_matrix, geometry_3d, nc_metrics
+from dynlab.engines.spec import EngineSpec, Param, Stream
 
 PAPYAN = "Papyan, Han & Donoho, Prevalence of neural collapse during the terminal phase of deep learning training, PNAS 2020"
 TIRER = "Tirer, Huang & Niles-Weed, Perturbation Analysis of Neural Collapse, ICML 2023"
@@ -31,45 +31,109 @@ def collapse_streams(num_classes: int) -> tuple[Stream, ...]:
     names = tuple(f"class {c}" for c in range(C))
     groups = ("mean",) * C + ("classifier",) * C + ("etf",) * C
     return (
-        Stream("train_loss", "scalar", description="Training loss of the full batch (data term only).",
-               theory="Decreases towards its regularised minimum; collapse continues after it flattens "
-                      "(the terminal phase of training).", log_scale=True),
-        Stream("train_accuracy", "scalar", description="Fraction of training samples classified correctly.",
-               theory="Reaches 1 early; neural collapse is what happens after that."),
-        Stream("nc1", "scalar", description="NC1 = Tr(Σ_W Σ_B⁺)/C (Papyan et al.): within-class covariance "
-               "measured in the metric of the between-class covariance.",
-               theory="→ 0: features collapse onto their class means.", log_scale=True),
-        Stream("nc1_trace_ratio", "scalar", description="Tr Σ_W / Tr Σ_B (Tirer et al.): within- over "
-               "between-class variability, better conditioned than the pseudo-inverse NC1.",
-               theory="→ 0 under collapse; with features tied to given ones it stays below theirs.",
-               log_scale=True),
-        Stream("equinorm", "scalar", description="Coefficient of variation (std/mean) of the centred class-mean "
-               "norms ‖μ_c − μ_G‖.", theory="→ 0 (NC2): all class means equally far from the global mean.",
-               log_scale=True),
-        Stream("equinorm_classifier", "scalar", description="Coefficient of variation of the classifier row "
-               "norms ‖w_c‖.", theory="→ 0 (NC2).", log_scale=True),
-        Stream("equiangularity", "scalar", description="Std of the pairwise cosines between centred class "
-               "means (not their mean, which is ≈ −1/(C−1) by construction).",
-               theory="→ 0 (NC2): every pair at the same angle.", log_scale=True),
-        Stream("equiangularity_classifier", "scalar", description="Std of the pairwise cosines between "
-               "classifier rows.", theory="→ 0 (NC2).", log_scale=True),
-        Stream("max_angle", "scalar", description="Mean |cos + 1/(C−1)| over pairs of centred class means: "
-               "distance from the simplex angle.", theory="→ 0: the means form a simplex ETF, the most "
-               "separated C directions possible.", log_scale=True),
-        Stream("self_duality", "scalar", description="NC3 = ‖Wᵀ/‖W‖ − Mᵀ/‖M‖‖²_F between the classifier and "
-               "the centred class means.", theory="→ 0 (NC3): the classifier aligns with the class means "
-               "up to scale.", log_scale=True),
-        Stream("ncc_mismatch", "scalar", description="NC4: fraction of training samples where the "
-               "classifier's decision differs from the nearest class mean.",
-               theory="→ 0 (NC4): the classifier becomes a nearest-class-centre rule."),
-        Stream("class_means", "points", (3 * C, 3), description="Centred class means (exact 3-D coordinates "
-               "of their span when C ≤ 4; for C > 4 an orthogonal projection onto the 3-D slice of their span that "
-               "best matches a fixed, spread class layout, so a simplex shows every class apart), the classifier rows rescaled to the "
-               "means' Frobenius norm, and the simplex ETF of the means' RMS norm nearest to them.",
-               theory="Means and classifier rows converge onto the ETF vertices (a regular tetrahedron "
-                      "for C = 4).", labels=names * 3, groups=groups),
-        Stream("mean_cosines", "heatmap", (C, C), description="Cosines between centred class means.",
-               theory="Off-diagonal entries all → −1/(C−1).", rows=names, cols=names),
+        Stream(
+            "train_loss",
+            "scalar",
+            description="Training loss of the full batch (data term only).",
+            theory="Decreases towards its regularised minimum; collapse continues after it flattens "
+            "(the terminal phase of training).",
+            log_scale=True,
+        ),
+        Stream(
+            "train_accuracy",
+            "scalar",
+            description="Fraction of training samples classified correctly.",
+            theory="Reaches 1 early; neural collapse is what happens after that.",
+        ),
+        Stream(
+            "nc1",
+            "scalar",
+            description="NC1 = Tr(Σ_W Σ_B⁺)/C (Papyan et al.): within-class covariance "
+            "measured in the metric of the between-class covariance.",
+            theory="→ 0: features collapse onto their class means.",
+            log_scale=True,
+        ),
+        Stream(
+            "nc1_trace_ratio",
+            "scalar",
+            description="Tr Σ_W / Tr Σ_B (Tirer et al.): within- over "
+            "between-class variability, better conditioned than the pseudo-inverse NC1.",
+            theory="→ 0 under collapse; with features tied to given ones it stays below theirs.",
+            log_scale=True,
+        ),
+        Stream(
+            "equinorm",
+            "scalar",
+            description="Coefficient of variation (std/mean) of the centred class-mean norms ‖μ_c − μ_G‖.",
+            theory="→ 0 (NC2): all class means equally far from the global mean.",
+            log_scale=True,
+        ),
+        Stream(
+            "equinorm_classifier",
+            "scalar",
+            description="Coefficient of variation of the classifier row norms ‖w_c‖.",
+            theory="→ 0 (NC2).",
+            log_scale=True,
+        ),
+        Stream(
+            "equiangularity",
+            "scalar",
+            description="Std of the pairwise cosines between centred class "
+            "means (not their mean, which is ≈ −1/(C−1) by construction).",
+            theory="→ 0 (NC2): every pair at the same angle.",
+            log_scale=True,
+        ),
+        Stream(
+            "equiangularity_classifier",
+            "scalar",
+            description="Std of the pairwise cosines between classifier rows.",
+            theory="→ 0 (NC2).",
+            log_scale=True,
+        ),
+        Stream(
+            "max_angle",
+            "scalar",
+            description="Mean |cos + 1/(C−1)| over pairs of centred class means: "
+            "distance from the simplex angle.",
+            theory="→ 0: the means form a simplex ETF, the most separated C directions possible.",
+            log_scale=True,
+        ),
+        Stream(
+            "self_duality",
+            "scalar",
+            description="NC3 = ‖Wᵀ/‖W‖ − Mᵀ/‖M‖‖²_F between the classifier and the centred class means.",
+            theory="→ 0 (NC3): the classifier aligns with the class means up to scale.",
+            log_scale=True,
+        ),
+        Stream(
+            "ncc_mismatch",
+            "scalar",
+            description="NC4: fraction of training samples where the "
+            "classifier's decision differs from the nearest class mean.",
+            theory="→ 0 (NC4): the classifier becomes a nearest-class-centre rule.",
+        ),
+        Stream(
+            "class_means",
+            "points",
+            (3 * C, 3),
+            description="Centred class means (exact 3-D coordinates "
+            "of their span when C ≤ 4; for C > 4 an orthogonal projection onto the 3-D slice of their span that "
+            "best matches a fixed, spread class layout, so a simplex shows every class apart), the classifier rows rescaled to the "
+            "means' Frobenius norm, and the simplex ETF of the means' RMS norm nearest to them.",
+            theory="Means and classifier rows converge onto the ETF vertices (a regular tetrahedron "
+            "for C = 4).",
+            labels=names * 3,
+            groups=groups,
+        ),
+        Stream(
+            "mean_cosines",
+            "heatmap",
+            (C, C),
+            description="Cosines between centred class means.",
+            theory="Off-diagonal entries all → −1/(C−1).",
+            rows=names,
+            cols=names,
+        ),
     )
 
 
@@ -134,19 +198,32 @@ class NeuralCollapseMLP(_CollapseEngine):
         name="neural-collapse",
         title="Neural collapse in an MLP",
         description="A ReLU MLP trained full-batch with weight decay far past zero training error; "
-                    "its penultimate features collapse to a simplex ETF aligned with the classifier.",
+        "its penultimate features collapse to a simplex ETF aligned with the classifier.",
         paper=PAPYAN,
-        params=_common_params(10, 50, 32, "input_dim") + (
+        params=_common_params(10, 50, 32, "input_dim")
+        + (
             Param("mean_norm", "float", 2.0, 0.0, 100.0, help="Norm of each class centre of the mixture."),
             Param("noise_std", "float", 1.0, 0.0, 100.0, help="Std of the isotropic noise around a centre."),
             Param("width", "int", 128, 2, 4096, help="Width of every hidden layer (= feature dimension)."),
             Param("depth", "int", 3, 1, 12, help="Number of hidden ReLU layers."),
-            Param("loss", "str", "mse", choices=("mse", "cross_entropy"),
-                  help="mse: 0.5‖f − onehot‖² per sample; cross_entropy: softmax CE."),
+            Param(
+                "loss",
+                "str",
+                "mse",
+                choices=("mse", "cross_entropy"),
+                help="mse: 0.5‖f − onehot‖² per sample; cross_entropy: softmax CE.",
+            ),
             Param("lr", "float", 0.05, 1e-6, 10.0, live=True, log=True, help="SGD learning rate."),
             Param("momentum", "float", 0.9, 0.0, 0.999, live=True, help="SGD (heavy-ball) momentum."),
-            Param("weight_decay", "float", 1e-3, 0.0, 1.0, live=True,
-                  help="L2 weight decay on every parameter (SGD's coupled form)."),
+            Param(
+                "weight_decay",
+                "float",
+                1e-3,
+                0.0,
+                1.0,
+                live=True,
+                help="L2 weight decay on every parameter (SGD's coupled form).",
+            ),
         ),
         streams=collapse_streams(10),
         probes={"collapse": 10},
@@ -173,7 +250,9 @@ class NeuralCollapseMLP(_CollapseEngine):
         self.head = nn.Linear(width_in, C).to(self.device)
         self.opt = torch.optim.SGD(
             [*self.body.parameters(), *self.head.parameters()],
-            lr=p["lr"], momentum=p["momentum"], weight_decay=p["weight_decay"],
+            lr=p["lr"],
+            momentum=p["momentum"],
+            weight_decay=p["weight_decay"],
         )
 
     def on_set(self, name: str, new: Any, old: Any) -> None:
@@ -204,17 +283,42 @@ class UnconstrainedFeatures(_CollapseEngine):
         name="collapse-ufm",
         title="Unconstrained-features model",
         description="Features H, classifier W and bias b are all free parameters trained by gradient "
-                    "descent on regularised cross-entropy; every global minimiser is an exact simplex ETF.",
+        "descent on regularised cross-entropy; every global minimiser is an exact simplex ETF.",
         paper="Zhu et al., A Geometric Analysis of Neural Collapse with Unconstrained Features, NeurIPS 2021; "
-              + PAPYAN,
-        params=_common_params(10, 20, 32, "feature_dim") + (
-            Param("lr", "float", 0.5, 1e-6, 10.0, live=True, log=True,
-                  help="GD step for W and b; the features use lr·N so each sample's feature moves "
-                       "as fast as the classifier (its gradient carries a 1/N)."),
-            Param("weight_decay", "float", 5e-3, 0.0, 1.0, live=True, log=True,
-                  help="λ_W: the penalty (λ_W/2)‖W‖²."),
-            Param("feature_decay", "float", 5e-3, 0.0, 1.0, live=True, log=True,
-                  help="λ_H: the penalty (λ_H/2N)Σ‖h_i‖²."),
+        + PAPYAN,
+        params=_common_params(10, 20, 32, "feature_dim")
+        + (
+            Param(
+                "lr",
+                "float",
+                0.5,
+                1e-6,
+                10.0,
+                live=True,
+                log=True,
+                help="GD step for W and b; the features use lr·N so each sample's feature moves "
+                "as fast as the classifier (its gradient carries a 1/N).",
+            ),
+            Param(
+                "weight_decay",
+                "float",
+                5e-3,
+                0.0,
+                1.0,
+                live=True,
+                log=True,
+                help="λ_W: the penalty (λ_W/2)‖W‖².",
+            ),
+            Param(
+                "feature_decay",
+                "float",
+                5e-3,
+                0.0,
+                1.0,
+                live=True,
+                log=True,
+                help="λ_H: the penalty (λ_H/2N)Σ‖h_i‖².",
+            ),
             Param("init_scale", "float", 1.0, 0.0, 100.0, help="Std of the random initial features."),
         ),
         streams=collapse_streams(10),
@@ -237,8 +341,11 @@ class UnconstrainedFeatures(_CollapseEngine):
         N = self.H.shape[0]
         logits = self.H @ self.W.T + self.b
         ce = F.cross_entropy(logits, self._y)
-        objective = (ce + 0.5 * p["feature_decay"] * (self.H**2).sum() / N
-                     + 0.5 * p["weight_decay"] * (self.W**2).sum())
+        objective = (
+            ce
+            + 0.5 * p["feature_decay"] * (self.H**2).sum() / N
+            + 0.5 * p["weight_decay"] * (self.W**2).sum()
+        )
         frame = self._measure(step, self.H, self.W, self.b)
         frame["train_loss"] = ce.detach()
         frame["train_accuracy"] = (logits.detach().argmax(dim=1) == self._y).double().mean()
@@ -258,21 +365,59 @@ class PerturbedCollapse(_CollapseEngine):
         name="collapse-perturbation",
         title="Perturbation analysis of neural collapse",
         description="MSE unconstrained features with a proximity term (β/2N)‖H − H₀‖² that keeps the "
-                    "features near given ones H₀; β interpolates between full collapse and no change.",
+        "features near given ones H₀; β interpolates between full collapse and no change.",
         paper=TIRER,
-        params=_common_params(5, 40, 20, "feature_dim") + (
-            Param("noise_std", "float", 0.8, 0.0, 100.0,
-                  help="Within-class noise of H₀ around standard-normal class centres."),
-            Param("beta", "float", 0.1, 0.0, 1000.0, live=True, log=True,
-                  help="β: strength of the pull towards H₀ (0 = unconstrained features)."),
-            Param("lr", "float", 1.0, 1e-3, 1.9, live=True,
-                  help="GD step as a fraction of each block's stability limit 1/L (L = its curvature: "
-                       "‖H‖²/N + λ_W for W, ‖W‖² + λ_H + β for each feature), so β can change "
-                       "by orders of magnitude live without divergence."),
-            Param("weight_decay", "float", 1e-3, 0.0, 1.0, live=True, log=True,
-                  help="λ_W: the penalty (λ_W/2)‖W‖²."),
-            Param("feature_decay", "float", 1e-4, 0.0, 1.0, live=True, log=True,
-                  help="λ_H: the penalty (λ_H/2N)‖H‖²."),
+        params=_common_params(5, 40, 20, "feature_dim")
+        + (
+            Param(
+                "noise_std",
+                "float",
+                0.8,
+                0.0,
+                100.0,
+                help="Within-class noise of H₀ around standard-normal class centres.",
+            ),
+            Param(
+                "beta",
+                "float",
+                0.1,
+                0.0,
+                1000.0,
+                live=True,
+                log=True,
+                help="β: strength of the pull towards H₀ (0 = unconstrained features).",
+            ),
+            Param(
+                "lr",
+                "float",
+                1.0,
+                1e-3,
+                1.9,
+                live=True,
+                help="GD step as a fraction of each block's stability limit 1/L (L = its curvature: "
+                "‖H‖²/N + λ_W for W, ‖W‖² + λ_H + β for each feature), so β can change "
+                "by orders of magnitude live without divergence.",
+            ),
+            Param(
+                "weight_decay",
+                "float",
+                1e-3,
+                0.0,
+                1.0,
+                live=True,
+                log=True,
+                help="λ_W: the penalty (λ_W/2)‖W‖².",
+            ),
+            Param(
+                "feature_decay",
+                "float",
+                1e-4,
+                0.0,
+                1.0,
+                live=True,
+                log=True,
+                help="λ_H: the penalty (λ_H/2N)‖H‖².",
+            ),
         ),
         streams=collapse_streams(5),
         probes={"collapse": 10},
@@ -280,10 +425,18 @@ class PerturbedCollapse(_CollapseEngine):
 
     def _extra_streams(self) -> tuple[Stream, ...]:
         return (
-            Stream("h0_trace_ratio", "scalar", description="Tr Σ_W / Tr Σ_B of the given features H₀ "
-                   "(constant).", theory="The level the features' trace ratio approaches as β → ∞."),
-            Stream("distance_to_h0", "scalar", description="‖H − H₀‖_F / ‖H₀‖_F.",
-                   theory="Shrinks as β grows: the features stay near the ones they were given."),
+            Stream(
+                "h0_trace_ratio",
+                "scalar",
+                description="Tr Σ_W / Tr Σ_B of the given features H₀ (constant).",
+                theory="The level the features' trace ratio approaches as β → ∞.",
+            ),
+            Stream(
+                "distance_to_h0",
+                "scalar",
+                description="‖H − H₀‖_F / ‖H₀‖_F.",
+                theory="Shrinks as β grows: the features stay near the ones they were given.",
+            ),
         )
 
     def setup(self) -> None:

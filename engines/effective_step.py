@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from engines.base import Engine
-from engines.optim import SGDP, AdamP
-from engines.spec import EngineSpec, Param, SpecError, Stream
+from dynlab.engines.base import Engine
+from dynlab.engines.optim import SGDP, AdamP
+from dynlab.engines.spec import EngineSpec, Param, SpecError, Stream
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "sgdm", "sgdp", "adam", "adamp")
 _SGD_FAMILY = ("sgd", "sgdm", "sgdp")

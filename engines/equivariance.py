@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engines.base import Engine
-from engines.probes.equivariance import (
+from dynlab.engines.base import Engine
+from dynlab.engines.probes.equivariance import (
     C4,
     D4,
     Group,
@@ -43,7 +43,7 @@ from engines.probes.equivariance import (
     rotation_generator,
     trivial,
 )
-from engines.spec import EngineSpec, Param, SpecError, Stream
+from dynlab.engines.spec import EngineSpec, Param, SpecError, Stream
 
 # ====================================================================== models (images)
 
@@ -105,7 +105,11 @@ class C4GroupConv(nn.Module):
         w = torch.stack(
             [torch.rot90(torch.roll(self.weight, r, dims=2), r, dims=(-2, -1)) for r in range(4)], dim=1
         )
-        y = F.conv2d(f.reshape(f.shape[0], c_in * 4, *f.shape[-2:]), w.reshape(c_out * 4, c_in * 4, k, k), padding=k // 2)
+        y = F.conv2d(
+            f.reshape(f.shape[0], c_in * 4, *f.shape[-2:]),
+            w.reshape(c_out * 4, c_in * 4, k, k),
+            padding=k // 2,
+        )
         y = y.reshape(f.shape[0], c_out, 4, *y.shape[-2:])
         return y + self.bias[:, None, None, None]
 
@@ -222,16 +226,33 @@ class EquivarianceC4(Engine):
             "Cohen & Welling, Group Equivariant Convolutional Networks, ICML 2016"
         ),
         params=(
-            Param("model", "str", "regularized", choices=("plain", "gcnn", "averaged", "regularized"),
-                  help="plain CNN, C4 group-CNN, group-averaged plain CNN, or plain CNN + soft regulariser"),
-            Param("reg_strength", "float", 0.0, low=0.0, high=1e4, live=True, log=True,
-                  help="λ of the soft-invariance penalty λ·E_g‖f(gx) − f(x)‖² (model = regularized only)"),
+            Param(
+                "model",
+                "str",
+                "regularized",
+                choices=("plain", "gcnn", "averaged", "regularized"),
+                help="plain CNN, C4 group-CNN, group-averaged plain CNN, or plain CNN + soft regulariser",
+            ),
+            Param(
+                "reg_strength",
+                "float",
+                0.0,
+                low=0.0,
+                high=1e4,
+                live=True,
+                log=True,
+                help="λ of the soft-invariance penalty λ·E_g‖f(gx) − f(x)‖² (model = regularized only)",
+            ),
             Param("lr", "float", 3e-3, low=1e-6, high=1.0, live=True, log=True, help="Adam learning rate"),
             Param("channels", "int", 8, low=1, high=128, help="feature channels per layer"),
             Param("image_size", "int", 9, low=3, high=65, unit="px", help="side of the square images (odd)"),
             Param("n_train", "int", 512, low=8, high=100_000, help="training images"),
-            Param("batch_size", "int", 512, low=1, high=100_000, help="images per step (≥ n_train: full batch)"),
-            Param("n_test", "int", 256, low=8, high=100_000, help="test images (the probe uses the first 64)"),
+            Param(
+                "batch_size", "int", 512, low=1, high=100_000, help="images per step (≥ n_train: full batch)"
+            ),
+            Param(
+                "n_test", "int", 256, low=8, high=100_000, help="test images (the probe uses the first 64)"
+            ),
         ),
         streams=(),  # refined per model in declared_streams
         probes={"equivariance": 25, "test": 10},
@@ -241,28 +262,56 @@ class EquivarianceC4(Engine):
         super().__init__(params, **kwargs)
         p = self.params
         if p["image_size"] % 2 == 0:
-            raise SpecError(f"image_size must be odd so rot90 is an exact pixel permutation; got {p['image_size']}")
+            raise SpecError(
+                f"image_size must be odd so rot90 is an exact pixel permutation; got {p['image_size']}"
+            )
         if p["reg_strength"] > 0 and p["model"] != "regularized":
             raise SpecError(f"reg_strength only acts on model = 'regularized' (model is {p['model']!r})")
 
     def declared_streams(self) -> tuple[Stream, ...]:
         rows = _LAYER_LABELS[self.params["model"]]
         return (
-            Stream("train_loss", "scalar", description="Mean squared error on the step's training batch.",
-                   theory="Falls for every model; the G-CNN and averaged models fit an invariant target with no penalty.",
-                   log_scale=True),
-            Stream("test_loss", "scalar", description="Mean squared error on held-out images.", log_scale=True,
-                   theory="PER: a strong soft-equivariance penalty can cost some accuracy (trade-off)."),
-            Stream("equivariance_error", "heatmap", (len(rows), len(C4.names)), rows=rows, cols=C4.names,
-                   description=_HEATMAP_DESC, log_scale=True,
-                   theory=("G-CNN and group averaging: 0 up to float round-off at every layer. Plain CNN: hidden "
-                           "layers ≈ 1, output ≈ 0.1. An output-level regulariser lowers the last row but "
-                           "barely moves the hidden rows. The identity column is exactly 0.")),
-            Stream("output_equivariance_error", "scalar", log_scale=True,
-                   description="Output invariance error E‖f(gx) − f(x)‖ / E‖f(x)‖, mean over g = 90°, 180°, 270°.",
-                   theory="Falls monotonically as reg_strength rises (SCIENCE §6: 0.029 at λ=0 to 0.002 at λ=100)."),
-            Stream("reg_strength", "scalar", description="λ, the soft-invariance penalty in force.",
-                   theory="Raise it mid-run: the output error drops within a few hundred steps."),
+            Stream(
+                "train_loss",
+                "scalar",
+                description="Mean squared error on the step's training batch.",
+                theory="Falls for every model; the G-CNN and averaged models fit an invariant target with no penalty.",
+                log_scale=True,
+            ),
+            Stream(
+                "test_loss",
+                "scalar",
+                description="Mean squared error on held-out images.",
+                log_scale=True,
+                theory="PER: a strong soft-equivariance penalty can cost some accuracy (trade-off).",
+            ),
+            Stream(
+                "equivariance_error",
+                "heatmap",
+                (len(rows), len(C4.names)),
+                rows=rows,
+                cols=C4.names,
+                description=_HEATMAP_DESC,
+                log_scale=True,
+                theory=(
+                    "G-CNN and group averaging: 0 up to float round-off at every layer. Plain CNN: hidden "
+                    "layers ≈ 1, output ≈ 0.1. An output-level regulariser lowers the last row but "
+                    "barely moves the hidden rows. The identity column is exactly 0."
+                ),
+            ),
+            Stream(
+                "output_equivariance_error",
+                "scalar",
+                log_scale=True,
+                description="Output invariance error E‖f(gx) − f(x)‖ / E‖f(x)‖, mean over g = 90°, 180°, 270°.",
+                theory="Falls monotonically as reg_strength rises (SCIENCE §6: 0.029 at λ=0 to 0.002 at λ=100).",
+            ),
+            Stream(
+                "reg_strength",
+                "scalar",
+                description="λ, the soft-invariance penalty in force.",
+                theory="Raise it mid-run: the output error drops within a few hundred steps.",
+            ),
         )
 
     def setup(self) -> None:
@@ -282,7 +331,9 @@ class EquivarianceC4(Engine):
             for group in self.opt.param_groups:
                 group["lr"] = new
         elif name == "reg_strength" and self.params["model"] != "regularized" and new != 0:
-            raise SpecError(f"reg_strength only acts on model = 'regularized'; this run's model is {self.params['model']!r}")
+            raise SpecError(
+                f"reg_strength only acts on model = 'regularized'; this run's model is {self.params['model']!r}"
+            )
 
     def probe(self) -> Tensor:
         """The (layers × C4) error matrix of the current model on the probe batch."""
@@ -365,7 +416,9 @@ class FrameAveragedMLP(nn.Module):
         B, nF = R.shape[:2]
         canon = ((X - t).unsqueeze(1) @ R).reshape(B * nF, *X.shape[1:])
         feats = self.phi.features(canon)
-        out = {name: h.reshape(B, nF, *h.shape[1:]).mean(dim=1) for name, h in feats.items() if name != "output"}
+        out = {
+            name: h.reshape(B, nF, *h.shape[1:]).mean(dim=1) for name, h in feats.items() if name != "output"
+        }
         y = feats["output"].reshape(B, nF, 3, 1)
         out["output"] = (R @ y).squeeze(-1).mean(dim=1)
         return out
@@ -380,9 +433,13 @@ def skew_target(X: Tensor) -> Tensor:
     return (Xc.norm(dim=-1, keepdim=True) * Xc).mean(dim=-2)
 
 
-def anisotropic_clouds(n: int, n_points: int, gen: torch.Generator, scales: tuple[float, ...] = (3.0, 2.0, 1.0)) -> Tensor:
+def anisotropic_clouds(
+    n: int, n_points: int, gen: torch.Generator, scales: tuple[float, ...] = (3.0, 2.0, 1.0)
+) -> Tensor:
     """Gaussian clouds with axis scales ``scales``, each under a random O(3) element and shift."""
-    Z = torch.randn(n, n_points, 3, generator=gen, dtype=torch.float64) * torch.tensor(scales, dtype=torch.float64)
+    Z = torch.randn(n, n_points, 3, generator=gen, dtype=torch.float64) * torch.tensor(
+        scales, dtype=torch.float64
+    )
     Q = torch.stack([random_orthogonal(3, gen) for _ in range(n)])
     shift = 2.0 * torch.randn(n, 1, 3, generator=gen, dtype=torch.float64)
     return Z @ Q.transpose(-1, -2) + shift
@@ -392,7 +449,9 @@ def degenerate_clouds(n: int, n_points: int, gen: torch.Generator) -> Tensor:
     """Clouds with a 4-fold symmetry axis: two equal covariance eigenvalues, so no unique frame."""
     if n_points % 4:
         raise SpecError(f"n_points must be a multiple of 4 for the degenerate clouds; got {n_points}")
-    seed = torch.randn(n, n_points // 4, 3, generator=gen, dtype=torch.float64) * torch.tensor([2.0, 2.0, 1.0], dtype=torch.float64)
+    seed = torch.randn(n, n_points // 4, 3, generator=gen, dtype=torch.float64) * torch.tensor(
+        [2.0, 2.0, 1.0], dtype=torch.float64
+    )
     quarter = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
     parts, P = [], seed
     for _ in range(4):  # the orbit under 90° turns about z: cov_xx = cov_yy exactly
@@ -412,7 +471,9 @@ def euclidean_elements(gen: torch.Generator) -> tuple[tuple[str, ...], Tensor, T
     rx60 = torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]], dtype=dt)
     mirror = torch.diag(torch.tensor([-1.0, 1.0, 1.0], dtype=dt))
     names = ("e", "shift", "Rz 90°", "Rx 60°", "mirror x", "−I", "O(3) #1 + shift", "O(3) #2 + shift")
-    Q = torch.stack([eye, eye, rz90, rx60, mirror, -eye, random_orthogonal(3, gen), random_orthogonal(3, gen)])
+    Q = torch.stack(
+        [eye, eye, rz90, rx60, mirror, -eye, random_orthogonal(3, gen), random_orthogonal(3, gen)]
+    )
     shifts = torch.zeros(len(names), 3, dtype=dt)
     shifts[1] = torch.tensor([1.5, -2.0, 0.5], dtype=dt)
     shifts[6:] = 2.0 * torch.randn(2, 3, generator=gen, dtype=dt)
@@ -428,12 +489,23 @@ class EquivarianceFrames(Engine):
         description="Plain MLP vs PCA frame-averaged MLP on point clouds under rotations, reflections and shifts.",
         paper="Puny et al., Frame Averaging for Invariant and Equivariant Network Design, ICLR 2022",
         params=(
-            Param("lr", "float", 1e-3, low=1e-6, high=1.0, live=True, log=True, help="Adam learning rate (both models)"),
+            Param(
+                "lr",
+                "float",
+                1e-3,
+                low=1e-6,
+                high=1.0,
+                live=True,
+                log=True,
+                help="Adam learning rate (both models)",
+            ),
             Param("n_points", "int", 16, low=4, high=256, help="points per cloud (a multiple of 4)"),
             Param("hidden", "int", 64, low=4, high=1024, help="MLP width"),
             Param("n_train", "int", 1024, low=16, high=100_000, help="training clouds"),
             Param("batch_size", "int", 64, low=1, high=100_000, help="clouds per step"),
-            Param("n_test", "int", 256, low=16, high=100_000, help="test clouds (the probe uses the first 64)"),
+            Param(
+                "n_test", "int", 256, low=16, high=100_000, help="test clouds (the probe uses the first 64)"
+            ),
         ),
         streams=(),
         probes={"equivariance": 25, "test": 10},
@@ -441,29 +513,68 @@ class EquivarianceFrames(Engine):
 
     def declared_streams(self) -> tuple[Stream, ...]:
         return (
-            Stream("train_loss", "vector", (2,), labels=("MLP", "FA"), log_scale=True,
-                   description="MSE of the predicted 3-vector on the step's training batch (float64).",
-                   theory="The frame-averaged model needs to learn one function on canonical clouds; the MLP must learn every pose."),
-            Stream("test_loss", "vector", (2,), labels=("MLP", "FA"), log_scale=True,
-                   description="MSE on held-out clouds in random poses.",
-                   theory="FA generalises across poses for free; the plain MLP does not."),
-            Stream("equivariance_error", "heatmap", (3, len(self.cols)), rows=("hidden 1 (frame mean)", "hidden 2 (frame mean)", "output"),
-                   cols=self.cols, log_scale=True,
-                   description=("Frame-averaged model: relative error of each layer (hidden layers as frame means, "
-                                "which should be invariant; the output should rotate with the cloud) for named "
-                                "rotations, reflections and shifts, on generic anisotropic test clouds."),
-                   theory="Exact up to float64 round-off (≈1e-15) everywhere; the identity column is exactly 0."),
-            Stream("output_equivariance_error", "scalar", log_scale=True,
-                   description="FA model output error ‖f(Qx+τ) − Qf(x)‖/‖f(x)‖, mean over the non-identity columns.",
-                   theory="≈ 1e-15 on clouds with distinct covariance eigenvalues."),
-            Stream("mlp_output_equivariance_error", "scalar", log_scale=True,
-                   description="The same error for the plain MLP.", theory="Order 1 (0.93 untrained in SCIENCE §6); training on random poses lowers it only partly."),
-            Stream("degenerate_output_equivariance_error", "scalar", log_scale=True,
-                   description="FA model output error on clouds with a 4-fold symmetry axis (two equal covariance eigenvalues).",
-                   theory="Not small: the PCA frame is not unique when eigenvalues coincide, so frame averaging is not equivariant there (SCIENCE §6 measured 0.03)."),
-            Stream("lie_derivative", "vector", (2,), labels=("MLP", "FA"), log_scale=True,
-                   description="Relative Lie derivative ‖L_A f‖/‖f‖ along z-rotations (A = so(3) generator), by a JVP.",
-                   theory="0 for an exactly rotation-equivariant map (FA ≈ 1e-15); order 1 for the MLP (Gruver et al. 2022)."),
+            Stream(
+                "train_loss",
+                "vector",
+                (2,),
+                labels=("MLP", "FA"),
+                log_scale=True,
+                description="MSE of the predicted 3-vector on the step's training batch (float64).",
+                theory="The frame-averaged model needs to learn one function on canonical clouds; the MLP must learn every pose.",
+            ),
+            Stream(
+                "test_loss",
+                "vector",
+                (2,),
+                labels=("MLP", "FA"),
+                log_scale=True,
+                description="MSE on held-out clouds in random poses.",
+                theory="FA generalises across poses for free; the plain MLP does not.",
+            ),
+            Stream(
+                "equivariance_error",
+                "heatmap",
+                (3, len(self.cols)),
+                rows=("hidden 1 (frame mean)", "hidden 2 (frame mean)", "output"),
+                cols=self.cols,
+                log_scale=True,
+                description=(
+                    "Frame-averaged model: relative error of each layer (hidden layers as frame means, "
+                    "which should be invariant; the output should rotate with the cloud) for named "
+                    "rotations, reflections and shifts, on generic anisotropic test clouds."
+                ),
+                theory="Exact up to float64 round-off (≈1e-15) everywhere; the identity column is exactly 0.",
+            ),
+            Stream(
+                "output_equivariance_error",
+                "scalar",
+                log_scale=True,
+                description="FA model output error ‖f(Qx+τ) − Qf(x)‖/‖f(x)‖, mean over the non-identity columns.",
+                theory="≈ 1e-15 on clouds with distinct covariance eigenvalues.",
+            ),
+            Stream(
+                "mlp_output_equivariance_error",
+                "scalar",
+                log_scale=True,
+                description="The same error for the plain MLP.",
+                theory="Order 1 (0.93 untrained in SCIENCE §6); training on random poses lowers it only partly.",
+            ),
+            Stream(
+                "degenerate_output_equivariance_error",
+                "scalar",
+                log_scale=True,
+                description="FA model output error on clouds with a 4-fold symmetry axis (two equal covariance eigenvalues).",
+                theory="Not small: the PCA frame is not unique when eigenvalues coincide, so frame averaging is not equivariant there (SCIENCE §6 measured 0.03).",
+            ),
+            Stream(
+                "lie_derivative",
+                "vector",
+                (2,),
+                labels=("MLP", "FA"),
+                log_scale=True,
+                description="Relative Lie derivative ‖L_A f‖/‖f‖ along z-rotations (A = so(3) generator), by a JVP.",
+                theory="0 for an exactly rotation-equivariant map (FA ≈ 1e-15); order 1 for the MLP (Gruver et al. 2022).",
+            ),
         )
 
     @property
@@ -473,7 +584,9 @@ class EquivarianceFrames(Engine):
     def setup(self) -> None:
         p = self.params
         if p["n_points"] % 4:
-            raise SpecError(f"n_points must be a multiple of 4 (degenerate clouds are 4-fold orbits); got {p['n_points']}")
+            raise SpecError(
+                f"n_points must be a multiple of 4 (degenerate clouds are 4-fold orbits); got {p['n_points']}"
+            )
         gen = torch.Generator().manual_seed(self.seed)
         dev, n = self.device, p["n_points"]
         self.x_train = anisotropic_clouds(p["n_train"], n, gen).to(dev)
@@ -506,8 +619,12 @@ class EquivarianceFrames(Engine):
         """Heatmap, output errors and Lie derivatives of the current models."""
         reps: dict[str, Rep] = {"hidden 1": trivial, "hidden 2": trivial, "output": self._rotate_output}
         heat = layer_errors(self.fa.features, self.x_probe, self.group, reps)
-        mlp = layer_errors(lambda X: {"output": self.mlp(X)}, self.x_probe, self.group, {"output": self._rotate_output})
-        deg = layer_errors(lambda X: {"output": self.fa(X)}, self.x_degenerate, self.group, {"output": self._rotate_output})
+        mlp = layer_errors(
+            lambda X: {"output": self.mlp(X)}, self.x_probe, self.group, {"output": self._rotate_output}
+        )
+        deg = layer_errors(
+            lambda X: {"output": self.fa(X)}, self.x_degenerate, self.group, {"output": self._rotate_output}
+        )
         A = rotation_generator(2).to(self.x_probe)
         lee = [relative_lie_derivative(m, self.x_probe, A, equivariant=True) for m in (self.mlp, self.fa)]
         return {
@@ -525,7 +642,9 @@ class EquivarianceFrames(Engine):
                 out.update(self.probe())
         if self.due("test", step):
             with torch.no_grad():
-                out["test_loss"] = torch.stack([F.mse_loss(m(self.x_test), self.y_test) for m in (self.mlp, self.fa)])
+                out["test_loss"] = torch.stack(
+                    [F.mse_loss(m(self.x_test), self.y_test) for m in (self.mlp, self.fa)]
+                )
         n, b = self.x_train.shape[0], self.params["batch_size"]
         idx = torch.randint(0, n, (min(b, n),), generator=self.batch_gen).to(self.x_train.device)
         x, y = self.x_train[idx], self.y_train[idx]
@@ -569,18 +688,49 @@ class EquivarianceMixed(Engine):
         description="A CNN with one soft-invariance penalty per candidate symmetry (C4, flip), strengths tuned on validation data.",
         paper="Kim, Lee, Yang, Lee, Regularizing Towards Soft Equivariance Under Mixed Symmetries (PER), ICML 2023",
         params=(
-            Param("reg_rotation", "float", 1.0, low=0.0, high=1e4, live=True, log=True,
-                  help="λ of the C4 penalty E‖f(rx) − f(x)‖² (start value when tuning)"),
-            Param("reg_flip", "float", 1.0, low=0.0, high=1e4, live=True, log=True,
-                  help="λ of the flip penalty E‖f(mx) − f(x)‖² (start value when tuning)"),
-            Param("tune", "bool", True, live=True, help="adapt each λ by the sign of its one-step validation hypergradient"),
-            Param("tune_lr", "float", 0.5, low=0.0, high=5.0, live=True,
-                  help="change of ln λ per tuning step, times the gradient cosine"),
+            Param(
+                "reg_rotation",
+                "float",
+                1.0,
+                low=0.0,
+                high=1e4,
+                live=True,
+                log=True,
+                help="λ of the C4 penalty E‖f(rx) − f(x)‖² (start value when tuning)",
+            ),
+            Param(
+                "reg_flip",
+                "float",
+                1.0,
+                low=0.0,
+                high=1e4,
+                live=True,
+                log=True,
+                help="λ of the flip penalty E‖f(mx) − f(x)‖² (start value when tuning)",
+            ),
+            Param(
+                "tune",
+                "bool",
+                True,
+                live=True,
+                help="adapt each λ by the sign of its one-step validation hypergradient",
+            ),
+            Param(
+                "tune_lr",
+                "float",
+                0.5,
+                low=0.0,
+                high=5.0,
+                live=True,
+                help="change of ln λ per tuning step, times the gradient cosine",
+            ),
             Param("lr", "float", 3e-3, low=1e-6, high=1.0, live=True, log=True, help="Adam learning rate"),
             Param("channels", "int", 8, low=1, high=128, help="feature channels per layer"),
             Param("n_train", "int", 512, low=8, high=100_000, help="training images"),
             Param("n_val", "int", 256, low=8, high=100_000, help="validation images used by the tuner"),
-            Param("n_test", "int", 256, low=8, high=100_000, help="test images (the probe uses the first 64)"),
+            Param(
+                "n_test", "int", 256, low=8, high=100_000, help="test images (the probe uses the first 64)"
+            ),
         ),
         streams=(),
         probes={"equivariance": 25, "test": 10, "tune": 5},
@@ -597,37 +747,80 @@ class EquivarianceMixed(Engine):
     def declared_streams(self) -> tuple[Stream, ...]:
         rows = _LAYER_LABELS["plain"]
         return (
-            Stream("train_loss", "scalar", log_scale=True, description="Mean squared error on the training images.",
-                   theory="Enforcing the false (flip) symmetry stops the loss from falling below the flip-odd part's variance."),
-            Stream("test_loss", "scalar", log_scale=True, description="Mean squared error on held-out images.",
-                   theory="PER: the right symmetry helps, the wrong one hurts."),
-            Stream("reg_strength", "vector", (2,), labels=_SYMMETRIES, log_scale=True,
-                   description="λ in force for each candidate symmetry.",
-                   theory=("PER: tuned on validation data, the true symmetry's λ should rise and the false one's fall. "
-                           "The greedy one-step hypergradient used here does this only early (first few hundred steps: "
-                           "flip λ falls, rotation λ rises); later it favours every smoothing penalty, so both λ climb "
-                           "(capped at 10 by the tuner) and the test loss rises again.")),
-            Stream("equivariance_error", "heatmap", (len(rows), len(D4.names)), rows=rows, cols=D4.names, log_scale=True,
-                   description=_HEATMAP_DESC.replace("group element", "element of D4 (rotations and reflections)"),
-                   theory=("Output row: small for rotations (the data's symmetry), large for reflections. "
-                           "Hidden rows stay ≈ 1: the penalties act on the output only.")),
-            Stream("output_equivariance_error", "vector", (2,), labels=_SYMMETRIES, log_scale=True,
-                   description="Output invariance error: mean over the three rotations, and for the horizontal flip.",
-                   theory="Rotation error → 0; flip error → the target's own flip error (reference line)."),
-            Stream("target_flip_error", "scalar",
-                   description="The target's own flip error ‖y(mx) − y(x)‖/‖y(x)‖ on the probe images: what a perfect fit shows.",
-                   theory="Constant: the data are C4-invariant but not flip-invariant."),
+            Stream(
+                "train_loss",
+                "scalar",
+                log_scale=True,
+                description="Mean squared error on the training images.",
+                theory="Enforcing the false (flip) symmetry stops the loss from falling below the flip-odd part's variance.",
+            ),
+            Stream(
+                "test_loss",
+                "scalar",
+                log_scale=True,
+                description="Mean squared error on held-out images.",
+                theory="PER: the right symmetry helps, the wrong one hurts.",
+            ),
+            Stream(
+                "reg_strength",
+                "vector",
+                (2,),
+                labels=_SYMMETRIES,
+                log_scale=True,
+                description="λ in force for each candidate symmetry.",
+                theory=(
+                    "PER: tuned on validation data, the true symmetry's λ should rise and the false one's fall. "
+                    "The greedy one-step hypergradient used here does this only early (first few hundred steps: "
+                    "flip λ falls, rotation λ rises); later it favours every smoothing penalty, so both λ climb "
+                    "(capped at 10 by the tuner) and the test loss rises again."
+                ),
+            ),
+            Stream(
+                "equivariance_error",
+                "heatmap",
+                (len(rows), len(D4.names)),
+                rows=rows,
+                cols=D4.names,
+                log_scale=True,
+                description=_HEATMAP_DESC.replace(
+                    "group element", "element of D4 (rotations and reflections)"
+                ),
+                theory=(
+                    "Output row: small for rotations (the data's symmetry), large for reflections. "
+                    "Hidden rows stay ≈ 1: the penalties act on the output only."
+                ),
+            ),
+            Stream(
+                "output_equivariance_error",
+                "vector",
+                (2,),
+                labels=_SYMMETRIES,
+                log_scale=True,
+                description="Output invariance error: mean over the three rotations, and for the horizontal flip.",
+                theory="Rotation error → 0; flip error → the target's own flip error (reference line).",
+            ),
+            Stream(
+                "target_flip_error",
+                "scalar",
+                description="The target's own flip error ‖y(mx) − y(x)‖/‖y(x)‖ on the probe images: what a perfect fit shows.",
+                theory="Constant: the data are C4-invariant but not flip-invariant.",
+            ),
         )
 
     def setup(self) -> None:
         p = self.params
         dev = self.device
-        parts = [chiral_target(_image_data(self.seed, n, 9, off, "cpu")) for n, off in
-                 ((p["n_train"], 1), (p["n_val"], 3), (p["n_test"], 2))]
+        parts = [
+            chiral_target(_image_data(self.seed, n, 9, off, "cpu"))
+            for n, off in ((p["n_train"], 1), (p["n_val"], 3), (p["n_test"], 2))
+        ]
         # Give the D4-invariant and the flip-odd parts equal weight (std from the training set).
         (m_even, s_even), (m_odd, s_odd) = ((t.mean(), t.std()) for t in parts[0])
-        self.x_train, self.x_val, self.x_test = (_image_data(self.seed, n, 9, off, dev) for n, off in
-                                                 ((p["n_train"], 1), (p["n_val"], 3), (p["n_test"], 2)))
+        self.x_train, self.x_val, self.x_test = (
+            _image_data(self.seed, n, 9, off, dev)
+            for n, off in ((p["n_train"], 1), (p["n_val"], 3), (p["n_test"], 2))
+        )
+
         def target(even: Tensor, odd: Tensor) -> Tensor:
             return ((even - m_even) / s_even + (odd - m_odd) / s_odd).to(dev)
 
@@ -638,7 +831,9 @@ class EquivarianceMixed(Engine):
         self.batch_gen = torch.Generator().manual_seed(self.seed + 17)
         self.model = PlainCNN(p["channels"]).to(dev)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=p["lr"])
-        self.log_lam = torch.tensor([self._log(p["reg_rotation"]), self._log(p["reg_flip"])], dtype=torch.float64)
+        self.log_lam = torch.tensor(
+            [self._log(p["reg_rotation"]), self._log(p["reg_flip"])], dtype=torch.float64
+        )
 
     def _log(self, lam: float) -> float:
         lo, hi = self.LAMBDA_RANGE
@@ -681,7 +876,12 @@ class EquivarianceMixed(Engine):
         if self.due("equivariance", step):
             with self.timed("equivariance"):
                 self.model.eval()
-                err = layer_errors(self.model.features, self.x_probe, D4, {n: _d4_rep for n in ("conv1", "conv2")} | {"output": trivial})
+                err = layer_errors(
+                    self.model.features,
+                    self.x_probe,
+                    D4,
+                    {n: _d4_rep for n in ("conv1", "conv2")} | {"output": trivial},
+                )
                 self.model.train()
             out["equivariance_error"] = err
             out["output_equivariance_error"] = torch.tensor([err[-1, 1:4].mean(), err[-1, 4]])

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from engines.base import Engine
-from engines.spec import EngineSpec, Param, SpecError, Stream
+from dynlab.engines.base import Engine
+from dynlab.engines.spec import EngineSpec, Param, SpecError, Stream
 
 #: Li₂ critical training fraction c·ln p / p (``use_critical_ratio`` in the official config).
 CRITICAL_RATIO_CONSTANT = 2.7482
@@ -138,47 +138,97 @@ def grokking_streams(p: int) -> tuple[Stream, ...]:
     """The engine's streams for modulus ``p`` (frequency axes have ⌊p/2⌋ + 1 entries)."""
     k_labels = tuple(f"k={k}" for k in range(p // 2 + 1))
     return (
-        Stream("train_accuracy", "scalar", description="Accuracy on the training pairs.",
-               theory="Reaches 1 early (memorisation, Li₂ stage I: lazy learning)."),
-        Stream("test_accuracy", "scalar", description="Accuracy on the held-out pairs.",
-               theory="Stays near chance long after memorisation, then jumps to ≈1 (grokking)."),
+        Stream(
+            "train_accuracy",
+            "scalar",
+            description="Accuracy on the training pairs.",
+            theory="Reaches 1 early (memorisation, Li₂ stage I: lazy learning).",
+        ),
+        Stream(
+            "test_accuracy",
+            "scalar",
+            description="Accuracy on the held-out pairs.",
+            theory="Stays near chance long after memorisation, then jumps to ≈1 (grokking).",
+        ),
         Stream("train_loss", "scalar", description="Cross-entropy on the training pairs."),
-        Stream("test_loss", "scalar", description="Cross-entropy on the held-out pairs.",
-               theory="Rises during memorisation, then falls when generalising features form."),
+        Stream(
+            "test_loss",
+            "scalar",
+            description="Cross-entropy on the held-out pairs.",
+            theory="Rises during memorisation, then falls when generalising features form.",
+        ),
         Stream("train_fraction", "scalar", description="Fraction of pairs used for training."),
-        Stream("critical_fraction", "scalar",
-               description="Li₂ critical training fraction 2.75·ln p / p.",
-               theory="Below it, generalising features are not energy maxima: memorisation only."),
-        Stream("weight_norm", "vector", (3,), description="Frobenius norms ‖W_a‖, ‖W_b‖, ‖V‖.",
-               theory="Grows while memorising, then weight decay shrinks it as features form.",
-               labels=("W_a", "W_b", "V")),
-        Stream("fourier_ipr", "scalar",
-               description="Mean over neurons of the inverse participation ratio of W_a's Fourier power.",
-               theory=("≈ 2/(p/2) at init; rises as each neuron tunes to one frequency "
-                       "(feature emergence precedes the test-accuracy jump).")),
-        Stream("frequency_power", "vector", (p // 2 + 1,), units="weight²",
-               description=f"Fourier power of W_a summed over neurons, per frequency ({_FREQ_HELP}).",
-               theory=("Flat at init. This x² network spreads its neurons over all frequencies "
-                       "(Gromov), so the sum stays broad and mostly follows the weight norm; Nanda "
-                       "et al.'s transformer instead concentrates on ~5 key frequencies."),
-               labels=k_labels),
-        Stream("fourier_power", "heatmap", (p // 2 + 1, HEATMAP_NEURONS),
-               description=(f"Fourier power of the first {HEATMAP_NEURONS} neurons' W_a "
-                            "(rows: frequency, columns: neuron, fixed order), each column "
-                            "normalised to sum 1."),
-               theory="Each column collapses onto one bright frequency (a Fourier feature).",
-               rows=k_labels, cols=tuple(f"n{j}" for j in range(HEATMAP_NEURONS))),
-        Stream("key_frequencies", "vector", (5,),
-               description=("Mean over neurons of the share of a neuron's W_a Fourier power in its "
-                            "strongest, 2nd, ..., 5th frequency (which frequency differs per neuron: "
-                            "see the heatmap)."),
-               theory=("≈ 0.1 and below at init; the 1st share climbs as each neuron tunes to one "
-                       "key frequency. This x² network spreads its neurons over all frequencies "
-                       "(Gromov), so the summed spectrum stays flat while neurons specialise."),
-               labels=("1st", "2nd", "3rd", "4th", "5th")),
-        Stream("li2_energy", "scalar",
-               description="Mean over hidden nodes of ½‖Ỹᵀσ(Xŵ)‖²/n, ŵ = w/‖w‖ (normalised Li₂ energy).",
-               theory="Li₂ stage II: each node ascends this energy; it rises after memorisation."),
+        Stream(
+            "critical_fraction",
+            "scalar",
+            description="Li₂ critical training fraction 2.75·ln p / p.",
+            theory="Below it, generalising features are not energy maxima: memorisation only.",
+        ),
+        Stream(
+            "weight_norm",
+            "vector",
+            (3,),
+            description="Frobenius norms ‖W_a‖, ‖W_b‖, ‖V‖.",
+            theory="Grows while memorising, then weight decay shrinks it as features form.",
+            labels=("W_a", "W_b", "V"),
+        ),
+        Stream(
+            "fourier_ipr",
+            "scalar",
+            description="Mean over neurons of the inverse participation ratio of W_a's Fourier power.",
+            theory=(
+                "≈ 2/(p/2) at init; rises as each neuron tunes to one frequency "
+                "(feature emergence precedes the test-accuracy jump)."
+            ),
+        ),
+        Stream(
+            "frequency_power",
+            "vector",
+            (p // 2 + 1,),
+            units="weight²",
+            description=f"Fourier power of W_a summed over neurons, per frequency ({_FREQ_HELP}).",
+            theory=(
+                "Flat at init. This x² network spreads its neurons over all frequencies "
+                "(Gromov), so the sum stays broad and mostly follows the weight norm; Nanda "
+                "et al.'s transformer instead concentrates on ~5 key frequencies."
+            ),
+            labels=k_labels,
+        ),
+        Stream(
+            "fourier_power",
+            "heatmap",
+            (p // 2 + 1, HEATMAP_NEURONS),
+            description=(
+                f"Fourier power of the first {HEATMAP_NEURONS} neurons' W_a "
+                "(rows: frequency, columns: neuron, fixed order), each column "
+                "normalised to sum 1."
+            ),
+            theory="Each column collapses onto one bright frequency (a Fourier feature).",
+            rows=k_labels,
+            cols=tuple(f"n{j}" for j in range(HEATMAP_NEURONS)),
+        ),
+        Stream(
+            "key_frequencies",
+            "vector",
+            (5,),
+            description=(
+                "Mean over neurons of the share of a neuron's W_a Fourier power in its "
+                "strongest, 2nd, ..., 5th frequency (which frequency differs per neuron: "
+                "see the heatmap)."
+            ),
+            theory=(
+                "≈ 0.1 and below at init; the 1st share climbs as each neuron tunes to one "
+                "key frequency. This x² network spreads its neurons over all frequencies "
+                "(Gromov), so the summed spectrum stays flat while neurons specialise."
+            ),
+            labels=("1st", "2nd", "3rd", "4th", "5th"),
+        ),
+        Stream(
+            "li2_energy",
+            "scalar",
+            description="Mean over hidden nodes of ½‖Ỹᵀσ(Xŵ)‖²/n, ŵ = w/‖w‖ (normalised Li₂ energy).",
+            theory="Li₂ stage II: each node ascends this energy; it rises after memorisation.",
+        ),
     )
 
 
@@ -198,18 +248,41 @@ class GrokkingEngine(Engine):
         ),
         params=(
             Param("p", "int", 97, 11, 211, help="Modulus; the task is (a + b) mod p (97 in the recipe)."),
-            Param("train_fraction", "float", 0.3, 0.02, 0.95,
-                  help="Fraction of the p² pairs used for training; the rest is the test set."),
+            Param(
+                "train_fraction",
+                "float",
+                0.3,
+                0.02,
+                0.95,
+                help="Fraction of the p² pairs used for training; the rest is the test set.",
+            ),
             Param("width", "int", 512, HEATMAP_NEURONS, 4096, help="Hidden units h."),
             Param("lr", "float", 1e-3, 1e-6, 1.0, live=True, log=True, help="Learning rate."),
-            Param("weight_decay", "float", 1e-4, 0.0, 10.0, live=True,
-                  help=("Weight decay: coupled L2 for adam (the recipe), decoupled (w ← w − lr·wd·w) "
-                        "for adamw and muon, where 1e-4 shrinks weights by only lr·wd ≈ 1e-7 a step.")),
-            Param("optimizer", "str", "adam", choices=("adam", "adamw", "muon"), live=True,
-                  help=("adam (coupled L2, the recipe) / adamw (decoupled decay) / muon "
-                        "(orthogonalised momentum). Switching keeps the weights; adam ↔ adamw "
-                        "keeps the moment estimates, a switch to or from muon starts its "
-                        "optimizer state from zero.")),
+            Param(
+                "weight_decay",
+                "float",
+                1e-4,
+                0.0,
+                10.0,
+                live=True,
+                help=(
+                    "Weight decay: coupled L2 for adam (the recipe), decoupled (w ← w − lr·wd·w) "
+                    "for adamw and muon, where 1e-4 shrinks weights by only lr·wd ≈ 1e-7 a step."
+                ),
+            ),
+            Param(
+                "optimizer",
+                "str",
+                "adam",
+                choices=("adam", "adamw", "muon"),
+                live=True,
+                help=(
+                    "adam (coupled L2, the recipe) / adamw (decoupled decay) / muon "
+                    "(orthogonalised momentum). Switching keeps the weights; adam ↔ adamw "
+                    "keeps the moment estimates, a switch to or from muon starts its "
+                    "optimizer state from zero."
+                ),
+            ),
         ),
         streams=grokking_streams(97),  # the default p; instances follow their own p
         # Held-out evaluation costs about as much as the training step itself (the test set
@@ -243,9 +316,7 @@ class GrokkingEngine(Engine):
         self.w_in = first.weight.detach().T.contiguous().to(dev).requires_grad_(True)
         self.w_out = second.weight.detach().to(dev).requires_grad_(True)
         self.optimizer = self._make_optimizer(self.params["optimizer"])
-        self._const = torch.tensor(
-            [self.params["train_fraction"], critical_fraction(p)], dtype=torch.float32
-        )
+        self._const = torch.tensor([self.params["train_fraction"], critical_fraction(p)], dtype=torch.float32)
         self.phases: dict[str, int] = {}
         self._ipr0: float | None = None
 
@@ -302,8 +373,10 @@ class GrokkingEngine(Engine):
             if testing:
                 with self.timed("test"):
                     test_logits = self._forward(self._ta, self._tb)
-                    metrics += [F.cross_entropy(test_logits, self._ty),
-                                (test_logits.argmax(dim=1) == self._ty).float().mean()]
+                    metrics += [
+                        F.cross_entropy(test_logits, self._ty),
+                        (test_logits.argmax(dim=1) == self._ty).float().mean(),
+                    ]
             norms = torch.stack([self.w_in[:p].norm(), self.w_in[p:].norm(), self.w_out.norm()])
             # One device→host copy per step: these numbers are the streams anyway, and the
             # phase detector needs the accuracies.
@@ -313,14 +386,19 @@ class GrokkingEngine(Engine):
         loss.backward()
         self.optimizer.step()
 
-        out.update(train_loss=values[0], train_accuracy=values[1], weight_norm=norms,
-                   train_fraction=self._const[0], critical_fraction=self._const[1])
-        self._detect(step, "memorisation", values[1] >= MEMORISED_ACCURACY,
-                     train_accuracy=float(values[1]))
+        out.update(
+            train_loss=values[0],
+            train_accuracy=values[1],
+            weight_norm=norms,
+            train_fraction=self._const[0],
+            critical_fraction=self._const[1],
+        )
+        self._detect(step, "memorisation", values[1] >= MEMORISED_ACCURACY, train_accuracy=float(values[1]))
         if testing:
             out.update(test_loss=values[2], test_accuracy=values[3])
-            self._detect(step, "generalisation", values[3] >= GENERALISED_ACCURACY,
-                         test_accuracy=float(values[3]))
+            self._detect(
+                step, "generalisation", values[3] >= GENERALISED_ACCURACY, test_accuracy=float(values[3])
+            )
         return out
 
     def _fourier_probe(self) -> dict[str, Any]:
@@ -337,9 +415,14 @@ class GrokkingEngine(Engine):
         # The most common dominant frequencies, for the event's text.
         counts = torch.bincount(top.indices[0], minlength=power.shape[0])
         key = [int(k) for k in torch.topk(counts, 5).indices.cpu()]
-        self._detect(self.step_count, "feature emergence",
-                     ipr_value >= EMERGENCE_FACTOR * self._ipr0,
-                     fourier_ipr=ipr_value, initial_ipr=self._ipr0, key_frequencies=key)
+        self._detect(
+            self.step_count,
+            "feature emergence",
+            ipr_value >= EMERGENCE_FACTOR * self._ipr0,
+            fourier_ipr=ipr_value,
+            initial_ipr=self._ipr0,
+            key_frequencies=key,
+        )
         return {
             "fourier_ipr": ipr,
             "frequency_power": per_freq,

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from engines.base import Engine
-from engines.probes.hessian import HessianOperator, count_outliers
-from engines.spec import EngineSpec, Param, SpecError, Stream
+from dynlab.engines.base import Engine
+from dynlab.engines.probes.hessian import HessianOperator, count_outliers
+from dynlab.engines.spec import EngineSpec, Param, SpecError, Stream
 
 __all__ = ["EdgeOfStability", "HessianOutliers", "SgdStability", "half_sse", "tanh_mlp"]
 

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from engines.base import Engine
-from engines.spec import EngineSpec, Param, SpecError, Stream
+from dynlab.engines.base import Engine
+from dynlab.engines.spec import EngineSpec, Param, SpecError, Stream
 
 
 def one_step_mse(d: int, n: int) -> float:

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from engines.base import Engine
-from engines.spec import EngineSpec, Param, Stream
+from dynlab.engines.base import Engine
+from dynlab.engines.spec import EngineSpec, Param, Stream
 
 ARCHS = ("cnn", "lcn", "fcn")
 

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from engines.base import Engine
-from engines.spec import EngineSpec, Param, Stream
+from dynlab.engines.base import Engine
+from dynlab.engines.spec import EngineSpec, Param, Stream
 
 
 class Quadratic(Engine):
@@ -31,25 +31,39 @@ class Quadratic(Engine):
             Param("lambda_min", "float", 0.1, low=1e-9, high=1e6, help="smallest curvature"),
         ),
         streams=(
-            Stream("train_loss", "scalar", units="", description="L(w_t) = ½Σλᵢwᵢ².",
-                   theory="Decays geometrically when lr < 2/λ_max; grows when lr > 2/λ_max.", log_scale=True),
+            Stream(
+                "train_loss",
+                "scalar",
+                units="",
+                description="L(w_t) = ½Σλᵢwᵢ².",
+                theory="Decays geometrically when lr < 2/λ_max; grows when lr > 2/λ_max.",
+                log_scale=True,
+            ),
             Stream("weight_norm", "scalar", description="‖w_t‖."),
             Stream("sharpness", "scalar", description="λ_max, the top Hessian eigenvalue (constant here)."),
             Stream("stability_threshold", "scalar", description="2/lr: GD is stable while sharpness < 2/lr."),
-            Stream("mode_factor", "vector", (3,), description="|1 − lr·λ| for the stiffest, middle and flattest modes.",
-                   theory="A mode shrinks iff its factor is < 1.", labels=("stiff", "middle", "flat")),
+            Stream(
+                "mode_factor",
+                "vector",
+                (3,),
+                description="|1 − lr·λ| for the stiffest, middle and flattest modes.",
+                theory="A mode shrinks iff its factor is < 1.",
+                labels=("stiff", "middle", "flat"),
+            ),
         ),
     )
 
     def setup(self) -> None:
         p = self.params
         if p["lambda_min"] > p["lambda_max"]:
-            from engines.spec import SpecError
+            from dynlab.engines.spec import SpecError
 
             raise SpecError(f"lambda_min ({p['lambda_min']}) must not exceed lambda_max ({p['lambda_max']})")
         g = torch.Generator().manual_seed(self.seed)
         d = p["dim"]
-        self.lam = torch.logspace(np.log10(p["lambda_min"]), np.log10(p["lambda_max"]), d, dtype=torch.float64)
+        self.lam = torch.logspace(
+            np.log10(p["lambda_min"]), np.log10(p["lambda_max"]), d, dtype=torch.float64
+        )
         self.w = torch.randn(d, generator=g, dtype=torch.float64).to(self.device)
         self.lam = self.lam.to(self.device)
 

@@ -91,9 +91,7 @@ class Param:
             if not isinstance(value, str):
                 raise SpecError(f"{prefix}{name} must be a string, got {value!r}")
             if self.choices and value not in self.choices:
-                raise SpecError(
-                    f"{prefix}{name} must be one of {', '.join(self.choices)}; got {value!r}"
-                )
+                raise SpecError(f"{prefix}{name} must be one of {', '.join(self.choices)}; got {value!r}")
         if self.type in ("float", "int"):
             if self.low is not None and value < self.low:
                 raise SpecError(f"{prefix}{name} = {value} is below its minimum {self.low}")
@@ -177,8 +175,7 @@ class Stream:
             ok = arr.shape == tuple(self.shape)
         if not ok:
             raise SpecError(
-                f"stream {self.name!r} ({self.kind}): frame has shape {arr.shape}, "
-                f"expected {self.shape}"
+                f"stream {self.name!r} ({self.kind}): frame has shape {arr.shape}, expected {self.shape}"
             )
         return arr
 
@@ -206,7 +203,9 @@ class EngineSpec:
         for p in self.params:
             if p.name == name:
                 return p
-        raise SpecError(f"engine {self.name!r} has no hyperparameter {name!r}{suggest(name, self.param_names())}")
+        raise SpecError(
+            f"engine {self.name!r} has no hyperparameter {name!r}{suggest(name, self.param_names())}"
+        )
 
     def param_names(self) -> list[str]:
         return [p.name for p in self.params]

@@ -42,11 +42,18 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--record", metavar="FILE", help="record to this HDF5 file")
     r.add_argument("--seed", type=int, help="random seed (default: the preset's)")
     r.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
-    r.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a hyperparameter")
+    r.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="override a hyperparameter"
+    )
     r.add_argument("--host", choices=("thread", "process"), default="thread", help="where the engine runs")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
-    r.add_argument("--print", dest="print_streams", default="", metavar="S1,S2",
-                   help="streams whose final values to print (default: all scalar/vector)")
+    r.add_argument(
+        "--print",
+        dest="print_streams",
+        default="",
+        metavar="S1,S2",
+        help="streams whose final values to print (default: all scalar/vector)",
+    )
     i = sub.add_parser("inspect", help="describe a recording")
     i.add_argument("file")
     i.add_argument("--json", action="store_true", help="machine-readable output")
@@ -68,27 +75,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             return gui_main([])
         if args.command in ("open", "replay"):
             return _gui(args)
-        return {"presets": _presets, "engines": _engines, "run": _run, "inspect": _inspect,
-                "install-desktop": _install_desktop}[args.command](args)
+        return {
+            "presets": _presets,
+            "engines": _engines,
+            "run": _run,
+            "inspect": _inspect,
+            "install-desktop": _install_desktop,
+        }[args.command](args)
     except KeyboardInterrupt:
         print("dynlab: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
-        from engines.spec import SpecError
-        from lab.presets import PresetError
-        from lab.recording import RecordingError
+        from dynlab.engines.spec import SpecError
+        from dynlab.presets import PresetError
+        from dynlab.recording import RecordingError
 
         if args.debug:
             raise
         known = (CliError, SpecError, PresetError, RecordingError, FileNotFoundError)
-        prefix = "dynlab: error: " if isinstance(exc, known) else f"dynlab: internal error ({type(exc).__name__}): "
+        prefix = (
+            "dynlab: error: "
+            if isinstance(exc, known)
+            else f"dynlab: internal error ({type(exc).__name__}): "
+        )
         print(prefix + str(exc), file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, known) else EXIT_FAILED
 
 
 def gui_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the desktop app (also ``dynlab`` with no arguments)."""
-    from lab.ui.app import main as app_main
+    from dynlab.ui.app import main as app_main
 
     return app_main(list(argv or []))
 
@@ -100,7 +116,7 @@ def _gui(args: argparse.Namespace) -> int:
 
 
 def _install_desktop(args: argparse.Namespace) -> int:
-    from lab.desktop import install_desktop, uninstall_desktop
+    from dynlab.desktop import install_desktop, uninstall_desktop
 
     if args.uninstall:
         for p in uninstall_desktop():
@@ -112,7 +128,7 @@ def _install_desktop(args: argparse.Namespace) -> int:
 
 
 def _presets(args: argparse.Namespace) -> int:
-    from lab import presets
+    from dynlab import presets
 
     rows = []
     for path in presets.list_presets():
@@ -128,7 +144,7 @@ def _presets(args: argparse.Namespace) -> int:
 
 
 def _engines(args: argparse.Namespace) -> int:
-    from engines.base import registry
+    from dynlab.engines.base import registry
 
     for name, cls in sorted(registry().items()):
         spec = cls.spec
@@ -153,9 +169,9 @@ def _parse_sets(items: list[str]) -> dict[str, str]:
 def _run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from engines.spec import Event, Frame
-    from lab import presets
-    from lab.runner import Run
+    from dynlab import presets
+    from dynlab.engines.spec import Event, Frame
+    from dynlab.runner import Run
 
     preset = presets.load(args.preset)
     if args.steps is not None and args.steps < 1:
@@ -163,7 +179,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.seed is not None and args.seed < 0:
         raise CliError(f"--seed must be non-negative, got {args.seed}")
     if args.device:
-        from engines.base import resolve_device
+        from dynlab.engines.base import resolve_device
 
         resolve_device(args.device)  # refuse a missing device before starting
     preset = preset.with_overrides(
@@ -180,7 +196,10 @@ def _run(args: argparse.Namespace) -> int:
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     last: dict[str, tuple[int, Any]] = {}
     events: list[Event] = []
-    bar = _Progress(preset.steps, enabled=not args.quiet and sys.stderr.isatty() or os.environ.get("DYNLAB_PROGRESS") == "1")
+    bar = _Progress(
+        preset.steps,
+        enabled=not args.quiet and sys.stderr.isatty() or os.environ.get("DYNLAB_PROGRESS") == "1",
+    )
     try:
         run.start()
         while True:
@@ -193,7 +212,10 @@ def _run(args: argparse.Namespace) -> int:
                     events.append(it)
                     if it.kind in ("diverged", "failed", "refused", "record_error", "phase", "warning"):
                         bar.clear()
-                        print(f"[step {it.step}] {it.kind}: {it.payload.get('message', it.payload.get('name', ''))}", file=sys.stderr)
+                        print(
+                            f"[step {it.step}] {it.kind}: {it.payload.get('message', it.payload.get('name', ''))}",
+                            file=sys.stderr,
+                        )
                     if it.kind == "record_error":
                         run.stop()
             bar.update(run.step, run.steps_per_second)
@@ -222,11 +244,17 @@ def _run(args: argparse.Namespace) -> int:
     if args.record:
         print(f"recorded to {args.record}")
     if stopping["sig"] is not None:
-        print(f"dynlab: stopped by signal {stopping['sig']} at step {run.step}; recording closed", file=sys.stderr)
+        print(
+            f"dynlab: stopped by signal {stopping['sig']} at step {run.step}; recording closed",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     if state == "diverged":
         ev = next((e for e in events if e.kind == "diverged"), None)
-        print(f"dynlab: error: run diverged at step {ev.step if ev else run.step}: {ev.payload.get('message') if ev else ''}", file=sys.stderr)
+        print(
+            f"dynlab: error: run diverged at step {ev.step if ev else run.step}: {ev.payload.get('message') if ev else ''}",
+            file=sys.stderr,
+        )
         return EXIT_DIVERGED
     if state == "failed":
         ev = next((e for e in events if e.kind == "failed"), None)
@@ -273,7 +301,7 @@ class _Progress:
 def _inspect(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from lab.recording import Recording
+    from dynlab.recording import Recording
 
     with Recording(args.file) as rec:
         attrs = rec.attrs
@@ -298,8 +326,12 @@ def _inspect(args: argparse.Namespace) -> int:
         for name, s in streams.items():
             rng = rec.step_range(name)
             info["streams"][name] = {
-                "kind": s.kind, "shape": list(s.shape), "units": s.units, "rows": rec.rows(name),
-                "steps": list(rng) if rng else None, "labels": list(s.labels or s.rows),
+                "kind": s.kind,
+                "shape": list(s.shape),
+                "units": s.units,
+                "rows": rec.rows(name),
+                "steps": list(rng) if rng else None,
+                "labels": list(s.labels or s.rows),
             }
             if s.kind in ("scalar", "vector") and rec.rows(name):
                 _, v = rec.read(name, rng[1], rng[1] + 1)
@@ -307,7 +339,9 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return 0
-    print(f"{info['file']}: dynlab recording (format {info['format_version']}, dynlab {info['dynlab_version']})")
+    print(
+        f"{info['file']}: dynlab recording (format {info['format_version']}, dynlab {info['dynlab_version']})"
+    )
     print(f"  engine   {info['engine']} v{info['engine_version']}   preset {info['preset_name']}")
     print(f"  seed {info['seed']}   device {info['device']}   status {info['status']}")
     print(f"  started  {info['started_at']}   ended {info['ended_at']}")

@@ -20,8 +20,8 @@ def data_home() -> Path:
 
 def install_desktop(exec_cmd: str | None = None) -> list[Path]:
     """Install the menu entry and icon; return the files written."""
-    icons = resources.files("lab") / "ui" / "icons"
-    exec_cmd = exec_cmd or shutil.which("dynlab-gui") or f"{sys.executable} -m lab.cli"
+    icons = resources.files("dynlab") / "ui" / "icons"
+    exec_cmd = exec_cmd or shutil.which("dynlab-gui") or f"{sys.executable} -m dynlab.cli"
     apps = data_home() / "applications"
     scalable = data_home() / "icons" / "hicolor" / "scalable" / "apps"
     apps.mkdir(parents=True, exist_ok=True)
@@ -38,8 +38,10 @@ def install_desktop(exec_cmd: str | None = None) -> list[Path]:
 def uninstall_desktop() -> list[Path]:
     """Remove what :func:`install_desktop` wrote; return the files removed."""
     gone = []
-    for p in (data_home() / "applications" / "dynlab.desktop",
-              data_home() / "icons" / "hicolor" / "scalable" / "apps" / "dynlab.svg"):
+    for p in (
+        data_home() / "applications" / "dynlab.desktop",
+        data_home() / "icons" / "hicolor" / "scalable" / "apps" / "dynlab.svg",
+    ):
         if p.exists():
             p.unlink()
             gone.append(p)

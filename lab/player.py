@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from engines.spec import Event, Frame, Stream
-from lab.recording import Recording
+from dynlab.engines.spec import Event, Frame, Stream
+from dynlab.recording import Recording
 
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 #: Rows per stream a seek hands the views at most (the history before the cursor is thinned).

@@ -13,8 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from engines.spec import SpecError, suggest
-from lab.viewspec import ViewSpec
+from dynlab.engines.spec import SpecError, suggest
+from dynlab.viewspec import ViewSpec
 
 FORMAT_VERSION = 1
 VIEW_KINDS = ("lines", "histogram", "waterfall", "heatmap", "points", "vector-heatmap")
@@ -68,29 +68,42 @@ class Preset:
     tags: tuple[str, ...] = field(default=())
 
     def with_overrides(
-        self, *, steps: int | None = None, seed: int | None = None, device: str | None = None,
+        self,
+        *,
+        steps: int | None = None,
+        seed: int | None = None,
+        device: str | None = None,
         hyperparameters: dict[str, Any] | None = None,
     ) -> Preset:
         """A copy with CLI/UI overrides applied (hyperparameters re-validated)."""
         hp = dict(self.hyperparameters)
         if hyperparameters:
-            from engines.base import get_engine
+            from dynlab.engines.base import get_engine
 
             spec = get_engine(self.engine).spec
             for k, v in hyperparameters.items():
                 hp[k] = spec.param(k).coerce(v, where=f"--set {k}", from_text=isinstance(v, str))
         return Preset(
-            self.name, self.path, self.text, self.engine, self.title, self.summary, self.paper,
+            self.name,
+            self.path,
+            self.text,
+            self.engine,
+            self.title,
+            self.summary,
+            self.paper,
             self.steps if steps is None else int(steps),
             self.seed if seed is None else int(seed),
             self.device if device is None else device,
-            hp, dict(self.probes), self.views, self.tags,
+            hp,
+            dict(self.probes),
+            self.views,
+            self.tags,
         )
 
 
 def preset_dir() -> Path:
     """The folder holding the bundled presets (package data of ``presets``)."""
-    return Path(str(resources.files("presets")))
+    return Path(str(resources.files("dynlab.builtin_presets")))
 
 
 def list_presets() -> list[Path]:
@@ -109,8 +122,7 @@ def find(name_or_path: str) -> Path:
         return candidate
     names = [q.stem for q in list_presets()]
     raise PresetError(
-        f"no preset named {name_or_path!r}{suggest(name_or_path, names)}; "
-        f"`dynlab presets` lists them"
+        f"no preset named {name_or_path!r}{suggest(name_or_path, names)}; `dynlab presets` lists them"
     )
 
 
@@ -136,7 +148,9 @@ def parse(text: str, *, name: str = "<preset>", path: str = "<preset>", check_en
 
     for key in data:
         if key not in _TOP_KEYS:
-            raise err(key, f"unknown key{suggest(key, list(_TOP_KEYS))}; expected one of {', '.join(_TOP_KEYS)}")
+            raise err(
+                key, f"unknown key{suggest(key, list(_TOP_KEYS))}; expected one of {', '.join(_TOP_KEYS)}"
+            )
     for key in _REQUIRED:
         if key not in data:
             raise err(key, f"missing (expected {_TOP_KEYS[key]})")
@@ -144,7 +158,10 @@ def parse(text: str, *, name: str = "<preset>", path: str = "<preset>", check_en
     if not isinstance(version, int) or isinstance(version, bool):
         raise err("format_version", f"expected an integer, got {version!r}")
     if version > FORMAT_VERSION:
-        raise err("format_version", f"{version} is newer than this dynlab understands ({FORMAT_VERSION}); upgrade dynlab")
+        raise err(
+            "format_version",
+            f"{version} is newer than this dynlab understands ({FORMAT_VERSION}); upgrade dynlab",
+        )
     for key in ("engine", "title", "summary", "paper"):
         if not isinstance(data[key], str) or not data[key].strip():
             raise err(key, f"expected a non-empty string, got {data[key]!r}")
@@ -155,7 +172,10 @@ def parse(text: str, *, name: str = "<preset>", path: str = "<preset>", check_en
     run = _table(data, "run", err)
     for key, value in run.items():
         if key not in _RUN_KEYS:
-            raise err(f"run.{key}", f"unknown key{suggest(key, list(_RUN_KEYS))}; expected one of {', '.join(_RUN_KEYS)}")
+            raise err(
+                f"run.{key}",
+                f"unknown key{suggest(key, list(_RUN_KEYS))}; expected one of {', '.join(_RUN_KEYS)}",
+            )
         if not isinstance(value, _RUN_KEYS[key]) or isinstance(value, bool):
             raise err(f"run.{key}", f"expected {_RUN_KEYS[key].__name__}, got {value!r}")
     steps = run.get("steps", 1000)
@@ -184,7 +204,10 @@ def parse(text: str, *, name: str = "<preset>", path: str = "<preset>", check_en
             raise err(where, "expected a table")
         for key, value in v.items():
             if key not in _VIEW_KEYS:
-                raise err(f"{where}.{key}", f"unknown key{suggest(key, list(_VIEW_KEYS))}; expected one of {', '.join(_VIEW_KEYS)}")
+                raise err(
+                    f"{where}.{key}",
+                    f"unknown key{suggest(key, list(_VIEW_KEYS))}; expected one of {', '.join(_VIEW_KEYS)}",
+                )
             if not isinstance(value, _VIEW_KEYS[key]):
                 raise err(f"{where}.{key}", f"expected {_VIEW_KEYS[key].__name__}, got {value!r}")
         if "streams" not in v or not v["streams"] or not all(isinstance(s, str) for s in v["streams"]):
@@ -205,9 +228,20 @@ def parse(text: str, *, name: str = "<preset>", path: str = "<preset>", check_en
         )
 
     preset = Preset(
-        name=name, path=path, text=text, engine=data["engine"], title=data["title"],
-        summary=" ".join(data["summary"].split()), paper=data["paper"], steps=steps, seed=seed,
-        device=device, hyperparameters=dict(hp), probes=dict(probes), views=tuple(views), tags=tuple(tags),
+        name=name,
+        path=path,
+        text=text,
+        engine=data["engine"],
+        title=data["title"],
+        summary=" ".join(data["summary"].split()),
+        paper=data["paper"],
+        steps=steps,
+        seed=seed,
+        device=device,
+        hyperparameters=dict(hp),
+        probes=dict(probes),
+        views=tuple(views),
+        tags=tuple(tags),
     )
     if check_engine:
         validate_against_engine(preset)
@@ -216,7 +250,7 @@ def parse(text: str, *, name: str = "<preset>", path: str = "<preset>", check_en
 
 def validate_against_engine(preset: Preset) -> dict[str, Any]:
     """Check engine name, hyperparameters, probes and view streams; return full params."""
-    from engines.base import get_engine
+    from dynlab.engines.base import get_engine
 
     path = preset.path
     try:
@@ -247,7 +281,7 @@ def validate_against_engine(preset: Preset) -> dict[str, Any]:
         raise PresetError(f"{path}: {exc}") from None
     streams = {s.name for s in engine.streams}
     for i, v in enumerate(preset.views):
-        for s in (*v.streams, *( [v.reference] if v.reference else [])):
+        for s in (*v.streams, *([v.reference] if v.reference else [])):
             if s not in streams:
                 raise PresetError(
                     f"{path}: views[{i}].streams: engine {spec.name!r} has no stream {s!r}"

@@ -27,8 +27,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from lab import __version__
-from lab.frames import Event, Frame, Stream
+from dynlab import __version__
+from dynlab.frames import Event, Frame, Stream
 
 FORMAT_VERSION = 1
 _STR = h5py.string_dtype("utf-8")
@@ -225,7 +225,9 @@ class Recording:
             try:
                 self._f = h5py.File(self.path, "r")
             except OSError as exc:
-                raise RecordingError(f"{self.path}: cannot open: truncated or corrupt HDF5 file ({exc})") from None
+                raise RecordingError(
+                    f"{self.path}: cannot open: truncated or corrupt HDF5 file ({exc})"
+                ) from None
         self._step_cache: dict[str, np.ndarray] = {}
         try:
             self._check()
@@ -244,7 +246,9 @@ class Recording:
     def _check(self) -> None:
         a = self._f.attrs
         if "format_version" not in a or "streams" not in self._f:
-            raise RecordingError(f"{self.path}: an HDF5 file, but not a dynlab recording (no format_version / streams)")
+            raise RecordingError(
+                f"{self.path}: an HDF5 file, but not a dynlab recording (no format_version / streams)"
+            )
         v = int(a["format_version"])
         if v > FORMAT_VERSION:
             raise RecordingError(
@@ -284,9 +288,14 @@ class Recording:
             labels = {k: tuple(_s(x) for x in a[k]) for k in _LABEL_ATTRS if k in a}
             shape = tuple(int(x) for x in g["value"].shape[1:]) if "value" in g else ()
             out[name] = Stream(
-                name, _s(a["kind"]), shape, units=_s(a.get("units", "")),
-                description=_s(a.get("description", "")), theory=_s(a.get("theory", "")),
-                log_scale=bool(a.get("log_scale", False)), **labels,
+                name,
+                _s(a["kind"]),
+                shape,
+                units=_s(a.get("units", "")),
+                description=_s(a.get("description", "")),
+                theory=_s(a.get("theory", "")),
+                log_scale=bool(a.get("log_scale", False)),
+                **labels,
             )
         return out
 
@@ -328,7 +337,9 @@ class Recording:
         block = ds[lo:hi]
         return lo + bisect_right(block.tolist(), step)
 
-    def read(self, name: str, start: int | None = None, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def read(
+        self, name: str, start: int | None = None, stop: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Steps and values of ``name`` with ``start <= step < stop`` (None = open end)."""
         try:
             return self._read(name, start, stop)

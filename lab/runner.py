@@ -24,9 +24,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from engines.spec import Event, Frame, Param, SpecError, Stream
-from lab.presets import Preset
-from lab.worker import ENDED, IDLE, Ready, RunConfig, Status, work
+from dynlab.engines.spec import Event, Frame, Param, SpecError, Stream
+from dynlab.presets import Preset
+from dynlab.worker import ENDED, IDLE, Ready, RunConfig, Status, work
 
 _DISPLAY_QUEUE = 4096
 
@@ -111,7 +111,9 @@ class Run:
             self._cmd = ctx.Queue()
             self._out = ctx.Queue(maxsize=self._display_max)
             self._proc = ctx.Process(
-                target=_process_main, args=(self.config, self._cmd, self._out), daemon=True,
+                target=_process_main,
+                args=(self.config, self._cmd, self._out),
+                daemon=True,
                 name=f"dynlab-run-{self.preset.name}",
             )
             # The child's numpy/BLAS reads its thread count at import, before our code runs:
@@ -166,16 +168,18 @@ class Run:
         """The spec of hyperparameter ``name`` (from the worker once ready: no torch here)."""
         if self.param_specs:
             if name not in self.param_specs:
-                from engines.spec import suggest
+                from dynlab.engines.spec import suggest
 
-                raise SpecError(f"engine {self.config.engine!r} has no hyperparameter {name!r}{suggest(name, list(self.param_specs))}")
+                raise SpecError(
+                    f"engine {self.config.engine!r} has no hyperparameter {name!r}{suggest(name, list(self.param_specs))}"
+                )
             return self.param_specs[name]
         return self.spec.param(name)
 
     @property
     def spec(self):  # noqa: ANN201 - EngineSpec; imported lazily (torch)
         if self._spec is None:
-            from engines.base import get_engine
+            from dynlab.engines.base import get_engine
 
             self._spec = get_engine(self.config.engine).spec
         return self._spec
@@ -202,7 +206,11 @@ class Run:
             n += 1
             if isinstance(item, Status):
                 self.state, self.step = item.state, item.step
-                self.steps_per_second, self.device, self.message = item.steps_per_second, item.device, item.message
+                self.steps_per_second, self.device, self.message = (
+                    item.steps_per_second,
+                    item.device,
+                    item.message,
+                )
             elif isinstance(item, Ready):
                 self.streams, self.params, self.device = item.streams, dict(item.params), item.device
                 self.param_specs = {p.name: p for p in item.param_specs}
@@ -213,7 +221,12 @@ class Run:
                     if item.kind == "set":
                         self.params[item.payload["name"]] = item.payload["new"]
                 items.append(item)
-        if self._proc is not None and not self._proc.is_alive() and self.state not in ENDED and self._out.empty():
+        if (
+            self._proc is not None
+            and not self._proc.is_alive()
+            and self.state not in ENDED
+            and self._out.empty()
+        ):
             code = self._proc.exitcode
             if code not in (0, None):
                 self.state = "failed"

@@ -13,12 +13,18 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from engines.spec import Event, Param, SpecError, Stream
-from lab.recording import Recorder, RecordingError
+from dynlab.engines.spec import Event, Param, SpecError, Stream
+from dynlab.recording import Recorder, RecordingError
 
 # Run states, as the UI and CLI show them.
 IDLE, RUNNING, PAUSED, FINISHED, STOPPED, FAILED, DIVERGED = (
-    "idle", "running", "paused", "finished", "stopped", "failed", "diverged",
+    "idle",
+    "running",
+    "paused",
+    "finished",
+    "stopped",
+    "failed",
+    "diverged",
 )
 ENDED = (FINISHED, STOPPED, FAILED)
 
@@ -82,7 +88,7 @@ def work(cfg: RunConfig, commands: Any, out: Any) -> str:
     ``("set", name, value)``, ``("stop",)``, ``("continue_unrecorded",)``.
     ``out`` receives ``Ready``, ``Frame``, ``Event`` and ``Status`` objects.
     """
-    from engines.base import Diverged, get_engine
+    from dynlab.engines.base import Diverged, get_engine
 
     if cfg.torch_threads:
         import torch
@@ -150,12 +156,23 @@ def work(cfg: RunConfig, commands: Any, out: Any) -> str:
             )
         _put_display(
             out,
-            Ready(engine.streams, dict(engine.params), engine.device, cls.spec.params, cls.spec.title, cls.spec.paper),
+            Ready(
+                engine.streams,
+                dict(engine.params),
+                engine.device,
+                cls.spec.params,
+                cls.spec.title,
+                cls.spec.paper,
+            ),
             must=True,
         )
         engine.start()
         state = PAUSED if cfg.start_paused else RUNNING
-        emit(Event(0, "start", {"engine": cls.spec.name, "seed": cfg.seed, "device": engine.device}, time.time()))
+        emit(
+            Event(
+                0, "start", {"engine": cls.spec.name, "seed": cfg.seed, "device": engine.device}, time.time()
+            )
+        )
         status()
         while True:
             # --- commands, applied between two steps
@@ -184,17 +201,42 @@ def work(cfg: RunConfig, commands: Any, out: Any) -> str:
                     step_budget += int(cmd[1])
                 elif name == "continue_unrecorded":
                     state = RUNNING
-                    emit(Event(engine.step_count, "info", {"message": "continuing without recording"}, time.time()))
+                    emit(
+                        Event(
+                            engine.step_count,
+                            "info",
+                            {"message": "continuing without recording"},
+                            time.time(),
+                        )
+                    )
                 elif name == "set":
                     _, pname, value = cmd
                     try:
                         old, new = engine.set(pname, value)
                     except SpecError as exc:
-                        emit(Event(engine.step_count, "refused", {"name": pname, "value": value, "message": str(exc)}, time.time()))
+                        emit(
+                            Event(
+                                engine.step_count,
+                                "refused",
+                                {"name": pname, "value": value, "message": str(exc)},
+                                time.time(),
+                            )
+                        )
                     except Exception as exc:  # the engine raised applying it: rolled back
-                        emit(Event(engine.step_count, "refused", {"name": pname, "value": value, "message": f"engine rejected it: {exc!r}"}, time.time()))
+                        emit(
+                            Event(
+                                engine.step_count,
+                                "refused",
+                                {"name": pname, "value": value, "message": f"engine rejected it: {exc!r}"},
+                                time.time(),
+                            )
+                        )
                     else:
-                        emit(Event(engine.step_count, "set", {"name": pname, "old": old, "new": new}, time.time()))
+                        emit(
+                            Event(
+                                engine.step_count, "set", {"name": pname, "old": old, "new": new}, time.time()
+                            )
+                        )
                 status()
                 if state in (PAUSED, DIVERGED) and step_budget == 0:
                     block = True

@@ -14,7 +14,7 @@ import sys
 
 def main() -> int:
     multiprocessing.freeze_support()
-    from lab.cli import main as cli_main
+    from dynlab.cli import main as cli_main
 
     return cli_main()
 

@@ -16,7 +16,8 @@ def _no_dangling_threads():
     before = {t.ident for t in threading.enumerate()}
     yield
     leaked = [
-        t for t in threading.enumerate()
+        t
+        for t in threading.enumerate()
         if t.ident not in before and t.is_alive() and t.name.startswith("dynlab-")
     ]
     for t in leaked:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from engines.advani_saxe import GeneralizationDynamics, closed_form_weights, mp_test_error
-from engines.base import get_engine
-from lab.presets import load
+from dynlab.engines.advani_saxe import GeneralizationDynamics, closed_form_weights, mp_test_error
+from dynlab.engines.base import get_engine
+from dynlab.presets import load
 
 
 def test_gd_trajectory_equals_closed_form_float64() -> None:

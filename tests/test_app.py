@@ -8,8 +8,8 @@ import pytest
 pytest.importorskip("pytestqt")
 from PySide6 import QtCore  # noqa: E402
 
-from lab import presets  # noqa: E402
-from lab.ui.main_window import MainWindow  # noqa: E402
+from dynlab import presets  # noqa: E402
+from dynlab.ui.main_window import MainWindow  # noqa: E402
 
 
 @pytest.fixture
@@ -29,7 +29,9 @@ def window(qtbot, tmp_path, monkeypatch):
 def running(win, qtbot, preset=None, frames=30):
     if preset is None:  # the quadratic preset, long enough to outlive the test
         preset = str(win._test_dir / "long.toml")
-        (win._test_dir / "long.toml").write_text(presets.load("quadratic").text.replace("steps = 2000", "steps = 100000000"))
+        (win._test_dir / "long.toml").write_text(
+            presets.load("quadratic").text.replace("steps = 2000", "steps = 100000000")
+        )
     assert win.open_preset(preset, start=True)
     qtbot.waitUntil(lambda: win.workspace.frames_seen >= frames and bool(win.workspace.views), timeout=60_000)
     return win.workspace
@@ -130,7 +132,9 @@ def test_bad_recording_shows_a_dialog(window, tmp_path):
 def test_two_seeds_overlaid(window, qtbot):
     ws = running(window, qtbot)
     ws.add_seed()
-    qtbot.waitUntil(lambda: len(ws.sources) == 2 and all(s.step > 5 for s in ws.sources.values()), timeout=60_000)
+    qtbot.waitUntil(
+        lambda: len(ws.sources) == 2 and all(s.step > 5 for s in ws.sources.values()), timeout=60_000
+    )
     assert all(len(v.runs) == 2 for v in ws.views)
 
 
@@ -150,7 +154,7 @@ def test_export_view_png(window, qtbot, tmp_path):
 
 
 def test_export_replay_mp4(window, qtbot, tmp_path):
-    from lab.ui.export import export_replay_mp4
+    from dynlab.ui.export import export_replay_mp4
 
     ws = running(window, qtbot, frames=100)
     rec = ws._live()[0].record
@@ -166,7 +170,7 @@ def test_export_replay_mp4(window, qtbot, tmp_path):
 def test_record_error_asks_and_can_continue_unrecorded(window, qtbot, monkeypatch):
     from PySide6 import QtWidgets
 
-    from lab.recording import Recorder, RecordingError
+    from dynlab.recording import Recorder, RecordingError
 
     real = Recorder.flush
     calls = {"n": 0}

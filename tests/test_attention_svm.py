@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from engines.base import get_engine
-from engines.probes.attention_svm import (
+from dynlab.engines.base import get_engine
+from dynlab.engines.probes.attention_svm import (
     AttSVMError,
     constraint_slack,
     correlation,
@@ -21,7 +21,7 @@ from engines.probes.attention_svm import (
     svm_rank,
     token_scores,
 )
-from engines.spec import SpecError
+from dynlab.engines.spec import SpecError
 
 SEEDS = (0, 1, 2)
 
@@ -168,7 +168,7 @@ def test_live_changes() -> None:
 
 @pytest.mark.parametrize("name", ["attention-svm", "attention-svm-kq"])
 def test_presets_load(name: str) -> None:
-    from lab.presets import load
+    from dynlab.presets import load
 
     preset = load(name)
     assert preset.engine == "attention-svm"

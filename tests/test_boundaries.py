@@ -36,20 +36,25 @@ def test_engines_import_no_qt_lab_views_or_h5py(path):
 
 @pytest.mark.parametrize("path", modules("views"), ids=lambda p: str(p.relative_to(ROOT)))
 def test_views_import_no_torch_or_engine_code(path):
-    bad = {m for m in imports_of(path) if m.split(".")[0] == "torch" or m.startswith("engines.") and m != "engines.spec"}
+    bad = {
+        m
+        for m in imports_of(path)
+        if m.split(".")[0] == "torch" or m.startswith("dynlab.engines.") and m != "dynlab.engines.spec"
+    }
     assert not bad, f"{path.name} imports {bad}"
 
 
 @pytest.mark.parametrize(
-    "path", [p for p in modules("lab") if "ui" not in p.relative_to(ROOT / "lab").parts],
+    "path",
+    [p for p in modules("lab") if "ui" not in p.relative_to(ROOT / "lab").parts],
     ids=lambda p: str(p.relative_to(ROOT)),
 )
 def test_qt_free_lab_has_no_qt(path):
     imps = imports_of(path)
     bad = {m for m in imps if m.split(".")[0] in (*QT, "views")}
     if path.name == "cli.py":  # opens the app lazily, in the `dynlab`/open/replay branch only
-        bad -= {"lab.ui.app"}
-    bad |= {m for m in imps if m.startswith("lab.ui") and path.name != "cli.py"}
+        bad -= {"dynlab.ui.app"}
+    bad |= {m for m in imps if m.startswith("dynlab.ui") and path.name != "cli.py"}
     assert not bad, f"{path.name} imports {bad}"
 
 
@@ -62,7 +67,7 @@ def test_ui_does_not_import_torch_at_module_level(path):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
             names = [node.module]
-        assert not any(n.split(".")[0] == "torch" or n == "engines.base" for n in names), path.name
+        assert not any(n.split(".")[0] == "torch" or n == "dynlab.engines.base" for n in names), path.name
 
 
 def test_headless_core_runs_without_qt_installed(tmp_path):
@@ -74,10 +79,10 @@ class Block:
         if name.split('.')[0] in {QT!r}:
             raise ImportError('Qt is blocked in this test: ' + name)
 sys.meta_path.insert(0, Block())
-from lab.cli import main
-rc = main(['run', 'quadratic', '--steps', '20', '--record', {str(tmp_path / 'x.h5')!r}, '--quiet'])
+from dynlab.cli import main
+rc = main(['run', 'quadratic', '--steps', '20', '--record', {str(tmp_path / "x.h5")!r}, '--quiet'])
 assert rc == 0, rc
-assert main(['inspect', {str(tmp_path / 'x.h5')!r}]) == 0
+assert main(['inspect', {str(tmp_path / "x.h5")!r}]) == 0
 assert not any(m.split('.')[0] in {QT!r} for m in sys.modules)
 print('OK')
 """

@@ -12,15 +12,21 @@ from pathlib import Path
 import h5py
 import pytest
 
-from lab.cli import main
+from dynlab.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def dynlab(*args, timeout=120):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "lab.cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "dynlab.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def test_presets_lists_titles(capsys):
@@ -31,7 +37,9 @@ def test_presets_lists_titles(capsys):
 
 def test_run_records_and_inspect_describes(tmp_path, capsys):
     path = tmp_path / "r.h5"
-    assert main(["run", "quadratic", "--steps", "40", "--record", str(path), "--set", "lr=0.05", "--quiet"]) == 0
+    assert (
+        main(["run", "quadratic", "--steps", "40", "--record", str(path), "--set", "lr=0.05", "--quiet"]) == 0
+    )
     out = capsys.readouterr().out
     assert "train_loss @ 39" in out
     assert main(["inspect", str(path)]) == 0
@@ -99,9 +107,25 @@ def test_debug_shows_traceback():
 def test_sigint_sigterm_close_the_recording_cleanly(tmp_path, sig):
     path = tmp_path / "s.h5"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "lab.cli", "run", "quadratic", "--steps", "100000000",
-                             "--record", str(path), "--quiet"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dynlab.cli",
+            "run",
+            "quadratic",
+            "--steps",
+            "100000000",
+            "--record",
+            str(path),
+            "--quiet",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for_rows(path, proc)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
@@ -113,13 +137,28 @@ def test_sigint_sigterm_close_the_recording_cleanly(tmp_path, sig):
 
 
 def test_sigkill_loses_at_most_the_last_flush_interval(tmp_path):
-    from lab.recording import Recording
+    from dynlab.recording import Recording
 
     path = tmp_path / "k.h5"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "lab.cli", "run", "quadratic", "--steps", "100000000",
-                             "--record", str(path), "--quiet"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dynlab.cli",
+            "run",
+            "quadratic",
+            "--steps",
+            "100000000",
+            "--record",
+            str(path),
+            "--quiet",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     _wait_for_rows(path, proc, rows=2000)
     proc.kill()
     proc.wait(30)

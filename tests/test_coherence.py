@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from engines.base import get_engine
-from engines.coherence import GradientCoherence
-from engines.probes.coherence import m_coherence, model_m_coherence
-from lab.presets import load
+from dynlab.engines.base import get_engine
+from dynlab.engines.coherence import GradientCoherence
+from dynlab.engines.probes.coherence import m_coherence, model_m_coherence
+from dynlab.presets import load
 
 
 def test_identical_gradients_give_m() -> None:

@@ -6,12 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from engines.base import get_engine
-from engines.probes.collapse import class_means, cosine_matrix, geometry_3d, nc_metrics, simplex_etf
-from engines.spec import SpecError
-from lab import presets
+from dynlab import presets
+from dynlab.engines.base import get_engine
+from dynlab.engines.probes.collapse import class_means, cosine_matrix, geometry_3d, nc_metrics, simplex_etf
+from dynlab.engines.spec import SpecError
 
-PRESETS = ["neural-collapse", "neural-collapse-4", "collapse-ufm", "collapse-perturbation", "neural-collapse-ce"]
+PRESETS = [
+    "neural-collapse",
+    "neural-collapse-4",
+    "collapse-ufm",
+    "collapse-perturbation",
+    "neural-collapse-ce",
+]
 
 
 def _rotation(d: int, seed: int) -> np.ndarray:
@@ -46,8 +52,17 @@ def test_metrics_vanish_on_an_exact_simplex_etf():
     W = 0.3 * means  # classifier = class means up to scale
     b = -W @ shift  # so the classifier's argmax is the nearest centre
     m = nc_metrics(H, y, W, b)
-    for key in ("nc1", "nc1_trace_ratio", "equinorm_means", "equinorm_weights", "equiangularity",
-                "equiangularity_weights", "max_angle", "max_angle_weights", "nc3"):
+    for key in (
+        "nc1",
+        "nc1_trace_ratio",
+        "equinorm_means",
+        "equinorm_weights",
+        "equiangularity",
+        "equiangularity_weights",
+        "max_angle",
+        "max_angle_weights",
+        "nc3",
+    ):
         assert m[key] < 1e-12, (key, m[key])
     assert m["nc4"] == 0.0 and m["accuracy"] == 1.0
     mu, g = class_means(H, y)
@@ -154,8 +169,9 @@ def test_presets_validate_and_show_the_phenomenon(name):
 
 
 def test_streams_have_fixed_shapes_labels_and_groups():
-    e = get_engine("neural-collapse")({"num_classes": 4, "samples_per_class": 5, "width": 16}, seed=0,
-                                      probes={"collapse": 2})
+    e = get_engine("neural-collapse")(
+        {"num_classes": 4, "samples_per_class": 5, "width": 16}, seed=0, probes={"collapse": 2}
+    )
     streams = {s.name: s for s in e.streams}
     pts = streams["class_means"]
     assert pts.shape == (12, 3) and pts.groups == ("mean",) * 4 + ("classifier",) * 4 + ("etf",) * 4

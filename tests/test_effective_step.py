@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from engines.base import get_engine
-from engines.effective_step import OPTIMIZERS, EffectiveStepEngine
-from engines.spec import SpecError
+from dynlab.engines.base import get_engine
+from dynlab.engines.effective_step import OPTIMIZERS, EffectiveStepEngine
+from dynlab.engines.spec import SpecError
 
 
 @pytest.fixture(autouse=True)
@@ -114,7 +114,7 @@ def test_other_live_changes_and_refusal() -> None:
 
 
 def test_preset_loads() -> None:
-    from lab.presets import load
+    from dynlab.presets import load
 
     preset = load("effective-step-size")
     assert preset.engine == "effective-step-size"

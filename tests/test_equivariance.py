@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from engines.base import get_engine
-from engines.equivariance import (
+from dynlab.engines.base import get_engine
+from dynlab.engines.equivariance import (
     CloudMLP,
     FrameAveragedMLP,
     anisotropic_clouds,
     degenerate_clouds,
     make_image_model,
 )
-from engines.probes.equivariance import (
+from dynlab.engines.probes.equivariance import (
     C4,
     frame_average,
     layer_errors,
@@ -23,7 +23,7 @@ from engines.probes.equivariance import (
     relative_lie_derivative,
     rotation_generator,
 )
-from engines.spec import SpecError
+from dynlab.engines.spec import SpecError
 
 torch.set_num_threads(1)
 
@@ -45,7 +45,9 @@ def _model(kind: str, dtype: torch.dtype, seed: int) -> torch.nn.Module:
 @pytest.mark.parametrize("kind", ["gcnn", "averaged"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_equivariant_models_are_exact_at_every_layer(kind: str, dtype: torch.dtype, tol: float, seed: int) -> None:
+def test_equivariant_models_are_exact_at_every_layer(
+    kind: str, dtype: torch.dtype, tol: float, seed: int
+) -> None:
     model = _model(kind, dtype, seed)
     err = layer_errors(model.features, _images(dtype, seed), C4, model.layer_reps)
     assert err.shape == (3, 4)
@@ -67,7 +69,7 @@ def test_plain_cnn_hidden_layers_are_not_equivariant(seed: int) -> None:
 
 def test_gcnn_regular_representation_is_needed() -> None:
     """Checked against the wrong representation (spatial rot90 only), the G-CNN fails: the probe can tell."""
-    from engines.probes.equivariance import c4_spatial, trivial
+    from dynlab.engines.probes.equivariance import c4_spatial, trivial
 
     model = _model("gcnn", torch.float64, 0)
     wrong = {"lift": c4_spatial, "gconv": c4_spatial, "output": trivial}
@@ -157,13 +159,19 @@ def test_degenerate_covariance_breaks_frame_averaging() -> None:
     torch.manual_seed(0)
     fa = FrameAveragedMLP(32).double()
     X = degenerate_clouds(16, 16, gen)
-    errs = [point_cloud_error(fa, X, random_orthogonal(3, gen), torch.zeros(3, dtype=torch.float64), equivariant=True)
-            for _ in range(5)]
+    errs = [
+        point_cloud_error(
+            fa, X, random_orthogonal(3, gen), torch.zeros(3, dtype=torch.float64), equivariant=True
+        )
+        for _ in range(5)
+    ]
     assert min(errs) > 1e-3, errs
 
 
 def test_frames_engine_streams() -> None:
-    eng = get_engine("equivariance-frames")({"n_train": 64, "n_test": 64}, seed=0, probes={"equivariance": 5, "test": 5})
+    eng = get_engine("equivariance-frames")(
+        {"n_train": 64, "n_test": 64}, seed=0, probes={"equivariance": 5, "test": 5}
+    )
     frames = list(eng.frames(6))
     last = frames[-1].data
     heat = last["equivariance_error"]
@@ -178,8 +186,9 @@ def test_frames_engine_streams() -> None:
 
 
 def test_mixed_engine_smoke_and_live_strengths() -> None:
-    eng = get_engine("equivariance-mixed")({"n_train": 64, "n_val": 32, "n_test": 64}, seed=0,
-                                           probes={"equivariance": 2, "test": 2, "tune": 1})
+    eng = get_engine("equivariance-mixed")(
+        {"n_train": 64, "n_val": 32, "n_test": 64}, seed=0, probes={"equivariance": 2, "test": 2, "tune": 1}
+    )
     frames = list(eng.frames(3))
     d = frames[-1].data
     assert d["equivariance_error"].shape == (3, 8) and np.all(d["equivariance_error"][:, 0] == 0.0)
@@ -191,7 +200,7 @@ def test_mixed_engine_smoke_and_live_strengths() -> None:
 
 @pytest.mark.parametrize("name", ["equivariance-c4", "equivariance-frames", "equivariance-mixed"])
 def test_presets_validate(name: str) -> None:
-    from lab.presets import load
+    from dynlab.presets import load
 
     preset = load(name)
     assert any(v.kind == "heatmap" for v in preset.views)
@@ -199,10 +208,15 @@ def test_presets_validate(name: str) -> None:
 
 # --------------------------------------------------------------------------- λ sweep (slow)
 def _final_errors(reg: float, seed: int, steps: int) -> tuple[float, float]:
-    eng = get_engine("equivariance-c4")({"model": "regularized", "reg_strength": reg}, seed=seed,
-                                        probes={"equivariance": steps, "test": steps})
+    eng = get_engine("equivariance-c4")(
+        {"model": "regularized", "reg_strength": reg},
+        seed=seed,
+        probes={"equivariance": steps, "test": steps},
+    )
     *_, frame = eng.frames(steps + 1)
-    return float(frame.data["output_equivariance_error"]), float(frame.data["equivariance_error"][0, 1:].mean())
+    return float(frame.data["output_equivariance_error"]), float(
+        frame.data["equivariance_error"][0, 1:].mean()
+    )
 
 
 @pytest.mark.slow
@@ -221,7 +235,9 @@ def test_output_error_falls_as_reg_strength_rises() -> None:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_raising_reg_strength_mid_run_fixes_the_output_not_the_features(seed: int) -> None:
     """The live demo of the c4 preset: λ 0 → 100 at step 150."""
-    eng = get_engine("equivariance-c4")({"model": "regularized"}, seed=seed, probes={"equivariance": 150, "test": 150})
+    eng = get_engine("equivariance-c4")(
+        {"model": "regularized"}, seed=seed, probes={"equivariance": 150, "test": 150}
+    )
     *_, before = eng.frames(151)
     eng.set("reg_strength", 100.0)
     *_, after = eng.frames(150)

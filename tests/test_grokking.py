@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from engines.base import get_engine
-from engines.grokking import (
+from dynlab.engines.base import get_engine
+from dynlab.engines.grokking import (
     EMERGENCE_FACTOR,
     critical_fraction,
     fourier_ipr,
     fourier_power,
     li2_energy,
 )
-from engines.spec import SpecError
-from lab.presets import load
+from dynlab.engines.spec import SpecError
+from dynlab.presets import load
 
 SMALL = {"p": 23, "width": 64, "train_fraction": 0.5}
 
@@ -88,7 +88,9 @@ def test_li2_energy_prefers_fourier_features():
     onehot = torch.nn.functional.one_hot((a + b) % p, p).double()
     y_centred = onehot - onehot.mean(0)
     tokens = torch.arange(p, dtype=torch.float64)
-    fourier = torch.cat([torch.cos(2 * math.pi * 3 * tokens / p), torch.cos(2 * math.pi * 3 * tokens / p + 1.0)])
+    fourier = torch.cat(
+        [torch.cos(2 * math.pi * 3 * tokens / p), torch.cos(2 * math.pi * 3 * tokens / p + 1.0)]
+    )
     gen = torch.Generator().manual_seed(0)
     random = torch.randn(2 * p, 64, generator=gen, dtype=torch.float64)
     e_fourier = li2_energy(fourier[:, None], a, b, y_centred, p)
@@ -131,7 +133,7 @@ def test_optimizer_switch_keeps_weights_and_says_what_happens_to_state():
 
 
 def test_muon_update_is_orthogonal():
-    from engines.grokking import _orthogonalise
+    from dynlab.engines.grokking import _orthogonalise
 
     g = torch.randn(40, 12, generator=torch.Generator().manual_seed(0))
     s = torch.linalg.svdvals(_orthogonalise(g))
@@ -154,8 +156,9 @@ def test_presets_load_and_scaling_default_is_below_critical():
 # --------------------------------------------------------------------- the reproduction
 def run(params: dict, seed: int, steps: int = 1500):
     """Run the recipe; return per-step series (NaN where a probe did not run) and events."""
-    engine = get_engine("grokking")(params, seed=seed, device="cpu",
-                                    probes={"test": 10, "fourier": 10, "energy": 100})
+    engine = get_engine("grokking")(
+        params, seed=seed, device="cpu", probes={"test": 10, "fourier": 10, "energy": 100}
+    )
     names = ("train_accuracy", "test_accuracy", "fourier_ipr", "li2_energy")
     series = {n: np.full(steps, np.nan) for n in names}
     events = []

@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from engines.base import get_engine
-from engines.probes.hessian import (
+from dynlab.engines.base import get_engine
+from dynlab.engines.probes.hessian import (
     HessianOperator,
     bottom_eigenvalues,
     count_outliers,
@@ -25,7 +25,7 @@ from engines.probes.hessian import (
     symlog_edges,
     top_eigenvalues,
 )
-from engines.spec import Frame, SpecError
+from dynlab.engines.spec import Frame, SpecError
 
 F64 = torch.float64
 
@@ -232,7 +232,7 @@ def test_sgd_stability_engine_smoke() -> None:
     "name", ["hessian-outliers", "hessian-outliers-ce", "edge-of-stability", "sgd-stability"]
 )
 def test_presets_validate(name: str) -> None:
-    from lab.presets import load
+    from dynlab.presets import load
 
     preset = load(name)
     assert preset.views

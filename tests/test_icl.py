@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from engines.base import get_engine
-from engines.icl import (
+from dynlab.engines.base import get_engine
+from dynlab.engines.icl import (
     InContextRegression,
     lsa_predict,
     ols_predict,
@@ -15,8 +15,8 @@ from engines.icl import (
     one_step_predict,
     sample_tasks,
 )
-from engines.spec import SpecError
-from lab.presets import load
+from dynlab.engines.spec import SpecError
+from dynlab.presets import load
 
 
 def test_lsa_prediction_matches_the_full_attention_formula() -> None:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from engines.base import get_engine
-from engines.locality import LocalitySampleComplexity, PatchNet, dsd_sample
-from lab.presets import load
+from dynlab.engines.base import get_engine
+from dynlab.engines.locality import LocalitySampleComplexity, PatchNet, dsd_sample
+from dynlab.presets import load
 
 
 def test_dsd_signal_sits_in_exactly_one_patch() -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from engines.optim import SGDP, AdamP, project_radial
+from dynlab.engines.optim import SGDP, AdamP, project_radial
 
 adamp = pytest.importorskip("adamp")
 

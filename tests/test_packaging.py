@@ -46,8 +46,13 @@ def _clean_env(**extra: str) -> dict[str, str]:
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """sdist, then the wheel built *from the sdist* (so a file missing from the sdist shows)."""
     out = tmp_path_factory.mktemp("dist")
-    proc = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],
-                          capture_output=True, text=True, env=_clean_env(), timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     wheels, sdists = list(out.glob("dynlab-*.whl")), list(out.glob("dynlab-*.tar.gz"))
     assert len(wheels) == 1 and len(sdists) == 1, list(out.iterdir())
@@ -74,9 +79,18 @@ def test_wheel_holds_code_presets_and_thumbnails(built: dict[str, Path]) -> None
 def test_sdist_holds_tests_docs_and_packaging(built: dict[str, Path]) -> None:
     with tarfile.open(built["sdist"]) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
-    wanted = ["MANIFEST.in", "pyproject.toml", "tests/conftest.py", "docs/presets.md",
-              "packaging/dynlab.spec", "packaging/entry.py", "packaging/build.sh", "packaging/dynlab.desktop",
-              "packaging/icons/dynlab.svg", "tools/make_thumbnails.py"]
+    wanted = [
+        "MANIFEST.in",
+        "pyproject.toml",
+        "tests/conftest.py",
+        "docs/presets.md",
+        "packaging/dynlab.spec",
+        "packaging/entry.py",
+        "packaging/build.sh",
+        "packaging/dynlab.desktop",
+        "packaging/icons/dynlab.svg",
+        "tools/make_thumbnails.py",
+    ]
     wanted += [f"presets/{s}.toml" for s in _source_presets()]
     wanted += [p.relative_to(ROOT).as_posix() for p in (ROOT / "presets" / "thumbnails").glob("*.png")]
     missing = [w for w in wanted if w not in names]
@@ -87,10 +101,17 @@ def test_sdist_holds_tests_docs_and_packaging(built: dict[str, Path]) -> None:
 @pytest.mark.slow
 def test_installed_wheel_runs_outside_the_source_tree(built: dict[str, Path], tmp_path: Path) -> None:
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300
+    )
     py, bindir = venv / "bin" / "python", venv / "bin"
-    proc = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(built["wheel"])],
-                          capture_output=True, text=True, env=_clean_env(), timeout=600)
+    proc = subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", "--no-deps", str(built["wheel"])],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     work = tmp_path / "elsewhere"
     work.mkdir()
@@ -99,8 +120,12 @@ def test_installed_wheel_runs_outside_the_source_tree(built: dict[str, Path], tm
     def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run(list(args), cwd=work, capture_output=True, text=True, env=env, timeout=timeout)
 
-    where = run(str(py), "-c", "import lab, engines, presets, views; from lab.presets import preset_dir; "
-                "print(lab.__file__); print(engines.__file__); print(presets.__file__); print(preset_dir())")
+    where = run(
+        str(py),
+        "-c",
+        "import lab, engines, presets, views; from lab.presets import preset_dir; "
+        "print(lab.__file__); print(engines.__file__); print(presets.__file__); print(preset_dir())",
+    )
     assert where.returncode == 0, where.stderr
     for line in where.stdout.split():
         assert Path(line).resolve().is_relative_to(venv.resolve()), f"imported from outside the venv: {line}"
@@ -162,27 +187,47 @@ def test_install_desktop_for_the_current_user(tmp_path: Path) -> None:
     gui.chmod(0o755)
     data = tmp_path / "share"
     # A fresh "checkout" without dist/: the menu entry then points at the pip-installed command.
-    env = _clean_env(XDG_DATA_HOME=str(data), HOME=str(tmp_path), PATH=f"{fake_bin}{os.pathsep}{os.environ['PATH']}",
-                     PYTHON=sys.executable)
+    env = _clean_env(
+        XDG_DATA_HOME=str(data),
+        HOME=str(tmp_path),
+        PATH=f"{fake_bin}{os.pathsep}{os.environ['PATH']}",
+        PYTHON=sys.executable,
+    )
     if (ROOT / "dist" / "dynlab" / "dynlab").exists():
         pytest.skip("a built bundle in dist/ would take precedence over the PATH command")
-    proc = subprocess.run(["bash", str(PACKAGING / "build.sh"), "--desktop-only"], capture_output=True, text=True,
-                          env=env, timeout=120)
+    proc = subprocess.run(
+        ["bash", str(PACKAGING / "build.sh"), "--desktop-only"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     desktop = (data / "applications" / "dynlab.desktop").read_text()
     assert f'Exec="{gui}"' in desktop
     assert (data / "icons" / "hicolor" / "scalable" / "apps" / "dynlab.svg").is_file()
     for size in ICON_SIZES:
         assert (data / "icons" / "hicolor" / f"{size}x{size}" / "apps" / "dynlab.png").is_file()
-    proc = subprocess.run(["bash", str(PACKAGING / "build.sh"), "--uninstall-desktop"], capture_output=True,
-                          text=True, env=env, timeout=60)
+    proc = subprocess.run(
+        ["bash", str(PACKAGING / "build.sh"), "--uninstall-desktop"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert proc.returncode == 0 and not (data / "applications" / "dynlab.desktop").exists()
 
 
 def test_frozen_entry_point_runs_the_cli(tmp_path: Path) -> None:
     # entry.py is what PyInstaller freezes; unfrozen, freeze_support() is a no-op and it is the CLI.
-    proc = subprocess.run([sys.executable, str(PACKAGING / "entry.py"), "presets"], capture_output=True, text=True,
-                          cwd=tmp_path, env=_clean_env(PYTHONPATH=str(ROOT)), timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(PACKAGING / "entry.py"), "presets"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_clean_env(PYTHONPATH=str(ROOT)),
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "quadratic" in proc.stdout
 
@@ -204,7 +249,13 @@ def test_bundle_runs_when_built(tmp_path: Path) -> None:
     exe = ROOT / "dist" / "dynlab" / "dynlab"
     if not exe.exists():
         pytest.skip("no bundle in dist/dynlab (run packaging/build.sh)")
-    proc = subprocess.run([str(exe), "run", "quadratic", "--steps", "20", "--quiet"], capture_output=True, text=True,
-                          cwd=tmp_path, env=_clean_env(), timeout=600)
+    proc = subprocess.run(
+        [str(exe), "run", "quadratic", "--steps", "20", "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_clean_env(),
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     assert _last_step(proc.stdout, "train_loss") == 19

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lab import presets
-from lab.presets import PresetError, parse
+from dynlab import presets
+from dynlab.presets import PresetError, parse
 
 GOOD = """
 format_version = 1
@@ -37,16 +37,28 @@ def test_good_preset_parses():
 @pytest.mark.parametrize(
     "edit, expected",
     [
-        (("lr = 0.1", "lrr = 0.1"), "x.toml: hyperparameters.lrr: unknown hyperparameter of engine 'quadratic' (did you mean 'lr'?)"),
+        (
+            ("lr = 0.1", "lrr = 0.1"),
+            "x.toml: hyperparameters.lrr: unknown hyperparameter of engine 'quadratic' (did you mean 'lr'?)",
+        ),
         (("lr = 0.1", 'lr = "fast"'), "x.toml: hyperparameters.lr must be a number, got 'fast'"),
         (("lr = 0.1", "lr = 50.0"), "x.toml: hyperparameters.lr = 50.0 is above its maximum 10.0"),
         (("lr = 0.1", "lr = -1.0"), "x.toml: hyperparameters.lr = -1.0 is below its minimum 0.0"),
-        (('engine = "quadratic"', 'engine = "quadratik"'), "x.toml: engine: unknown engine 'quadratik' (did you mean 'quadratic'?)"),
-        (("format_version = 1", "format_version = 99"), "x.toml: format_version: 99 is newer than this dynlab understands (1)"),
+        (
+            ('engine = "quadratic"', 'engine = "quadratik"'),
+            "x.toml: engine: unknown engine 'quadratik' (did you mean 'quadratic'?)",
+        ),
+        (
+            ("format_version = 1", "format_version = 99"),
+            "x.toml: format_version: 99 is newer than this dynlab understands (1)",
+        ),
         (('title = "t"', ""), "x.toml: title: missing (expected string)"),
         (("steps = 10", "stpes = 10"), "x.toml: run.stpes: unknown key (did you mean 'steps'?)"),
         (("steps = 10", 'steps = "10"'), "x.toml: run.steps: expected int, got '10'"),
-        (('streams = ["train_loss"]', 'streams = ["train_los"]'), "x.toml: views[0].streams: engine 'quadratic' has no stream 'train_los' (did you mean 'train_loss'?)"),
+        (
+            ('streams = ["train_loss"]', 'streams = ["train_los"]'),
+            "x.toml: views[0].streams: engine 'quadratic' has no stream 'train_los' (did you mean 'train_loss'?)",
+        ),
         (("[run]", "[rnu]"), "x.toml: rnu: unknown key (did you mean 'run'?)"),
     ],
 )

@@ -10,10 +10,10 @@ import h5py
 import numpy as np
 import pytest
 
-from lab.frames import Event, Frame
-from lab.presets import parse
-from lab.recording import Recorder, Recording, RecordingError
-from lab.runner import Run
+from dynlab.frames import Event, Frame
+from dynlab.presets import parse
+from dynlab.recording import Recorder, Recording, RecordingError
+from dynlab.runner import Run
 
 PRESET = """
 format_version = 1
@@ -53,7 +53,12 @@ def test_disk_full_pauses_reports_and_can_continue_unrecorded(tmp_path, monkeypa
     monkeypatch.setattr(Recorder, "flush", flaky)
     run = Run(preset(), record=str(tmp_path / "full.h5"), flush_interval=0.05).start()
     got = []
-    wait_until(lambda: (got.extend(run.drain()), any(isinstance(e, Event) and e.kind == "record_error" for e in got))[1])
+    wait_until(
+        lambda: (
+            got.extend(run.drain()),
+            any(isinstance(e, Event) and e.kind == "record_error" for e in got),
+        )[1]
+    )
     wait_until(lambda: (got.extend(run.drain()), run.state == "paused")[1])
     err = next(e for e in got if isinstance(e, Event) and e.kind == "record_error")
     assert "No space left on device" in err.payload["message"]
@@ -61,7 +66,9 @@ def test_disk_full_pauses_reports_and_can_continue_unrecorded(tmp_path, monkeypa
     run.continue_unrecorded()
     wait_until(lambda: (got.extend(run.drain()), run.step > s + 20)[1])
     run.close()
-    assert any(isinstance(e, Event) and e.kind == "info" and "without recording" in e.payload["message"] for e in got)
+    assert any(
+        isinstance(e, Event) and e.kind == "info" and "without recording" in e.payload["message"] for e in got
+    )
 
 
 def test_killed_engine_process_marks_the_run_failed_and_the_file_readable(tmp_path):
@@ -82,14 +89,16 @@ def test_killed_engine_process_marks_the_run_failed_and_the_file_readable(tmp_pa
 
 def test_replay_needs_only_the_data_not_the_engine(tmp_path):
     """A recording from an engine this install lacks still replays (renamed engine)."""
-    from lab.player import Player
-    from lab.runner import run_headless
+    from dynlab.player import Player
+    from dynlab.runner import run_headless
 
     path = tmp_path / "r.h5"
     run_headless(preset(steps=50), record=str(path))
     with h5py.File(path, "r+") as f:
         f.attrs["engine"] = "an-engine-from-the-future"
-        f.attrs["preset"] = f.attrs["preset"].replace('engine = "quadratic"', 'engine = "an-engine-from-the-future"')
+        f.attrs["preset"] = f.attrs["preset"].replace(
+            'engine = "quadratic"', 'engine = "an-engine-from-the-future"'
+        )
     p = Player(str(path))
     items = p.step_by(100)
     assert sum(isinstance(i, Frame) for i in items) == 50

@@ -8,11 +8,11 @@ import h5py
 import numpy as np
 import pytest
 
-from engines.quadratic import Quadratic
-from engines.spec import EngineSpec, Event, Frame, Param
-from lab.presets import parse
-from lab.recording import Recording
-from lab.runner import Run, run_headless
+from dynlab.engines.quadratic import Quadratic
+from dynlab.engines.spec import EngineSpec, Event, Frame, Param
+from dynlab.presets import parse
+from dynlab.recording import Recording
+from dynlab.runner import Run, run_headless
 
 PRESET = """
 format_version = 1
@@ -37,9 +37,15 @@ class Faulty(Quadratic):
     """The quadratic engine, raising at a chosen step or on a chosen live edit."""
 
     spec = EngineSpec(
-        name="test-faulty", title="faulty", description="raises", paper="-",
-        params=Quadratic.spec.params + (Param("fail_at", "int", 10**9, low=0, high=10**9),
-                                        Param("poison", "float", 0.0, low=0, high=10, live=True)),
+        name="test-faulty",
+        title="faulty",
+        description="raises",
+        paper="-",
+        params=Quadratic.spec.params
+        + (
+            Param("fail_at", "int", 10**9, low=0, high=10**9),
+            Param("poison", "float", 0.0, low=0, high=10, live=True),
+        ),
         streams=Quadratic.spec.streams,
     )
 
@@ -202,7 +208,11 @@ def test_recording_is_self_describing_with_plain_h5py(tmp_path):
             assert key in f.attrs, key
         g = f["streams/mode_factor"]
         assert g.attrs["kind"] == "vector"
-        assert [x.decode() if isinstance(x, bytes) else x for x in g.attrs["labels"]] == ["stiff", "middle", "flat"]
+        assert [x.decode() if isinstance(x, bytes) else x for x in g.attrs["labels"]] == [
+            "stiff",
+            "middle",
+            "flat",
+        ]
         assert g["value"].shape == (30, 3) and g["step"][-1] == 29
         assert g.attrs["description"]
         kinds = [k.decode() for k in f["events/kind"][:]]
@@ -233,7 +243,7 @@ def test_process_host_matches_thread_host(tmp_path):
 
 
 def test_player_pushes_the_same_frames_and_events(tmp_path):
-    from lab.player import Player
+    from dynlab.player import Player
 
     path = tmp_path / "p.h5"
     run = Run(preset(steps=60), record=str(path), start_paused=True).start()
@@ -264,8 +274,8 @@ def test_player_pushes_the_same_frames_and_events(tmp_path):
 
 
 def test_seek_into_a_long_recording_thins_history_but_keeps_the_cursor_frame(tmp_path):
-    from lab.player import Player
-    from lab.recording import Recorder
+    from dynlab.player import Player
+    from dynlab.recording import Recorder
 
     path = tmp_path / "long.h5"
     streams = (Quadratic.spec.streams[0],)

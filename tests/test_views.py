@@ -24,16 +24,16 @@ pytest.importorskip("pytestqt")
 import pyqtgraph as pg  # noqa: E402
 from PySide6 import QtCore, QtGui  # noqa: E402
 
-from lab.frames import Event, Frame, Stream  # noqa: E402
-from lab.presets import ViewSpec  # noqa: E402
-from views import (  # noqa: E402
+from dynlab.frames import Event, Frame, Stream  # noqa: E402
+from dynlab.presets import ViewSpec  # noqa: E402
+from dynlab.views import (  # noqa: E402
     VIEW_FOR_KIND,
     make_view,
     style,  # noqa: E402
     view_kind,
 )
-from views.buffers import SeriesBuffer, Snapshots  # noqa: E402
-from views.histogram import rebin  # noqa: E402
+from dynlab.views.buffers import SeriesBuffer, Snapshots  # noqa: E402
+from dynlab.views.histogram import rebin  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [
@@ -42,16 +42,28 @@ pytestmark = [
     pytest.mark.qt_log_ignore("propagateSizeHints"),
 ]
 
-STREAMS = {s.name: s for s in (
-    Stream("train_loss", "scalar", units="nats", description="Cross-entropy on the batch.",
-           theory="Falls, then plateaus at the edge of stability."),
-    Stream("threshold", "scalar", description="2 / lr"),
-    Stream("norms", "vector", shape=(3,), labels=("sgd", "sgdp", "adamp")),
-    Stream("spectrum", "histogram", description="Hessian spectrum"),
-    Stream("err", "heatmap", shape=(3, 4), rows=("l1", "l2", "l3"), cols=("e", "r90", "r180", "r270")),
-    Stream("geom", "points", labels=("c0", "c1", "c2", "w0", "w1", "w2"),
-           groups=("etf",) * 3 + ("classifier",) * 3),
-)}
+STREAMS = {
+    s.name: s
+    for s in (
+        Stream(
+            "train_loss",
+            "scalar",
+            units="nats",
+            description="Cross-entropy on the batch.",
+            theory="Falls, then plateaus at the edge of stability.",
+        ),
+        Stream("threshold", "scalar", description="2 / lr"),
+        Stream("norms", "vector", shape=(3,), labels=("sgd", "sgdp", "adamp")),
+        Stream("spectrum", "histogram", description="Hessian spectrum"),
+        Stream("err", "heatmap", shape=(3, 4), rows=("l1", "l2", "l3"), cols=("e", "r90", "r180", "r270")),
+        Stream(
+            "geom",
+            "points",
+            labels=("c0", "c1", "c2", "w0", "w1", "w2"),
+            groups=("etf",) * 3 + ("classifier",) * 3,
+        ),
+    )
+}
 BLUE = QtGui.QColor(style.colour(0))
 
 
@@ -96,8 +108,14 @@ def test_registry_picks_view_from_kind_or_first_stream(qtbot):
     assert view_kind(ViewSpec("a", ("geom",)), STREAMS) == "points"
     assert view_kind(ViewSpec("a", ("spectrum",), kind="waterfall"), STREAMS) == "waterfall"
     for kind, cls in VIEW_FOR_KIND.items():
-        stream = {"lines": "train_loss", "histogram": "spectrum", "waterfall": "spectrum",
-                  "heatmap": "err", "vector-heatmap": "norms", "points": "geom"}[kind]
+        stream = {
+            "lines": "train_loss",
+            "histogram": "spectrum",
+            "waterfall": "spectrum",
+            "heatmap": "err",
+            "vector-heatmap": "norms",
+            "points": "geom",
+        }[kind]
         v = make_view(ViewSpec("t", (stream,), kind=kind), STREAMS)
         qtbot.addWidget(v)
         assert type(v) is cls
@@ -115,9 +133,15 @@ def test_caption_and_tooltip_carry_description_and_theory(qtbot):
 
 
 def test_views_never_import_torch_or_engine_base():
-    code = "import sys, views; bad = [m for m in ('torch', 'engines.base') if m in sys.modules]; print(bad)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         env={**os.environ, "QT_QPA_PLATFORM": "offscreen"}, timeout=120)
+    code = "import sys, dynlab.views; bad = [m for m in ('torch', 'dynlab.engines.base') if m in sys.modules]; print(bad)"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
@@ -171,8 +195,8 @@ def test_lines_draw_where_the_data_lies(qtbot):
     cols = np.nonzero(blue.any(axis=0))[0]
     assert cols.size > 0
     # The legend's sample line is blue too; look only between the axes, left of the legend.
-    assert not blue[:, int(x_left): int(x_mid)].any()
-    assert blue[:, int(x_mid) + 15: int(x_right)].any()
+    assert not blue[:, int(x_left) : int(x_mid)].any()
+    assert blue[:, int(x_mid) + 15 : int(x_right)].any()
 
 
 def test_vector_labels_become_series_in_the_legend(qtbot):
@@ -215,7 +239,9 @@ def test_a_million_points_refresh_and_keep_their_spike(qtbot):
     img = image_of(v.plot)
     blue = near(img, BLUE)
     vb = v.plot.mapFromScene(v.item.getViewBox().sceneBoundingRect()).boundingRect()
-    top = blue[vb.top() + 2: vb.top() + vb.height() // 3, vb.left(): vb.left() + vb.width() // 2 + vb.width() // 3]
+    top = blue[
+        vb.top() + 2 : vb.top() + vb.height() // 3, vb.left() : vb.left() + vb.width() // 2 + vb.width() // 3
+    ]
     assert top.any()  # peak downsampling keeps a one-sample spike visible among a million
 
 
@@ -241,7 +267,12 @@ def test_reference_dashed_and_runs_overlaid(qtbot):
     v.push(data, run="b")
     show(qtbot, v)
     names = [label.text for _, label in v.legend.items]
-    assert names == ["train_loss", "threshold (reference)", "train_loss [AdamP]", "threshold (reference) [AdamP]"]
+    assert names == [
+        "train_loss",
+        "threshold (reference)",
+        "train_loss [AdamP]",
+        "threshold (reference) [AdamP]",
+    ]
     ref = v._series[("", "threshold")].raw[0]
     run_b = v._series[("b", "train_loss")].raw[0]
     assert ref.opts["pen"].style() == QtCore.Qt.PenStyle.DashLine
@@ -259,7 +290,7 @@ def test_events_cursor_and_clear(qtbot):
     img = image_of(v.plot)
     col = int(round(scene_x(v, 40)))
     grey = near(img, QtGui.QColor(style.EVENT_COLOUR), tol=60)
-    assert grey[:, col - 1: col + 2].sum() > 20  # a visible vertical marker at step 40
+    assert grey[:, col - 1 : col + 2].sum() > 20  # a visible vertical marker at step 40
     v.set_cursor(70)
     assert v._cursor_line.isVisible() and v._cursor_line.value() == 70
     v.set_cursor(None)
@@ -300,8 +331,12 @@ def test_histogram_bars_log_counts_reference_and_cursor(qtbot):
     v = make_view(ViewSpec("Spectrum", ("spectrum",), log_y=True, reference="threshold"), STREAMS)
     rng = np.random.default_rng(0)
     bulk = rng.normal(0, 1, 1000)
-    v.push([Frame.make(0, {"spectrum": _hist(np.append(bulk, 6.0)), "threshold": 4.0}),
-            Frame.make(10, {"spectrum": _hist(np.append(bulk, 8.0)), "threshold": 5.0})])
+    v.push(
+        [
+            Frame.make(0, {"spectrum": _hist(np.append(bulk, 6.0)), "threshold": 4.0}),
+            Frame.make(10, {"spectrum": _hist(np.append(bulk, 8.0)), "threshold": 5.0}),
+        ]
+    )
     show(qtbot, v)
     bars = v._bars[("", "spectrum")]
     assert bars.opts["x1"].max() == pytest.approx(8.0)
@@ -314,7 +349,7 @@ def test_histogram_bars_log_counts_reference_and_cursor(qtbot):
     fill = near(img, QtGui.QColor(*blend.astype(int)), tol=30)
     bulk_col, empty_col = int(scene_x(v, 0.0)), int(scene_x(v, 6.5))
     vb = v.plot.mapFromScene(v.item.getViewBox().sceneBoundingRect()).boundingRect()
-    lower = fill[vb.top() + vb.height() // 2: vb.bottom()]  # below the legend
+    lower = fill[vb.top() + vb.height() // 2 : vb.bottom()]  # below the legend
     assert lower[:, bulk_col].sum() > 20 and not lower[:, empty_col].any()
     v.set_cursor(5)  # the frame at or before step 5 is step 0
     v.refresh()
@@ -327,8 +362,12 @@ def test_waterfall_brightest_row_is_the_mode(qtbot):
     v = make_view(ViewSpec("Spectrum over time", ("spectrum",), kind="waterfall"), STREAMS)
     rng = np.random.default_rng(0)
     # the bulk sits at 2 for early steps and moves to 8 later; edges differ every frame
-    v.push([Frame.make(t, {"spectrum": _hist(np.append(rng.normal(2 if t < 50 else 8, 0.3, 2000), [0, 10]))})
-            for t in range(0, 100, 5)])
+    v.push(
+        [
+            Frame.make(t, {"spectrum": _hist(np.append(rng.normal(2 if t < 50 else 8, 0.3, 2000), [0, 10]))})
+            for t in range(0, 100, 5)
+        ]
+    )
     v.add_event(Event(50, "phase", {"name": "jump"}))
     show(qtbot, v)
     img = v.data
@@ -362,7 +401,7 @@ def test_heatmap_brightest_cell_is_the_max(qtbot):
     rect = v.plot.mapFromScene(vb.sceneBoundingRect()).boundingRect()
     top_colour = pg.colormap.get("viridis").map(1.0, mode="qcolor")  # the colour of the maximum
     hot = near(img, top_colour, tol=60)
-    hot[:, rect.right() - 2:] = False  # the colourbar (right of the image) shows that colour too
+    hot[:, rect.right() - 2 :] = False  # the colourbar (right of the image) shows that colour too
     rows, cols = np.nonzero(hot)
     assert rows.size > 100
     p = vb.mapSceneToView(v.plot.mapToScene(QtCore.QPoint(int(cols.mean()), int(rows.mean()))))
@@ -456,9 +495,9 @@ import json, sys
 import numpy as np
 from PySide6 import QtWidgets
 app = QtWidgets.QApplication([])
-from lab.frames import Frame, Stream
-from lab.presets import ViewSpec
-from views import make_view
+from dynlab.frames import Frame, Stream
+from dynlab.presets import ViewSpec
+from dynlab.views import make_view
 s = Stream("geom", "points", labels=("a", "b", "c"), groups=("etf",) * 3)
 v = make_view(ViewSpec("Geometry", ("geom",)), {"geom": s})
 v.resize(500, 400); v.show()
@@ -559,7 +598,7 @@ def test_waterfall_of_a_symlog_spectrum_shows_bulk_and_outliers(qtbot):
     edges = np.concatenate([-pos[::-1], [0.0], pos])
     w = np.zeros(len(edges) - 1)
     centre = len(pos)
-    w[centre - 2: centre + 2] = 0.24
+    w[centre - 2 : centre + 2] = 0.24
     w[np.searchsorted(edges, 5.0) - 1] = 0.04
     hist = np.stack([edges[:-1], edges[1:], w])
     streams = {**STREAMS, "thr": Stream("thr", "scalar")}
@@ -571,7 +610,9 @@ def test_waterfall_of_a_symlog_spectrum_shows_bulk_and_outliers(qtbot):
     # Bulk and outlier land many rows apart (on a linear axis they would share a bin or two).
     assert rows.max() - rows.min() > 0.3 * v.data.shape[0]
     top = float(v.image.mapRectToParent(v.image.boundingRect()).bottom())
-    assert top == pytest.approx(float(v.scale(edges[np.searchsorted(edges, 5.0)])), rel=1e-6)  # trimmed at 5, not 50
+    assert top == pytest.approx(
+        float(v.scale(edges[np.searchsorted(edges, 5.0)])), rel=1e-6
+    )  # trimmed at 5, not 50
     x, y = v._ref_curve.getData()
     assert np.allclose(y, v.scale(10.0)) and "thr = 10" in v._ref_text.toPlainText()
     labels = [lab for _, lab in v.item.getAxis("left")._tickLevels[0]]
@@ -587,12 +628,26 @@ def test_waterfall_row_labels_are_thinned(qtbot):
 
 
 def test_points_labels_once_and_not_when_crowded(qtbot):
-    from views.points import MAX_TEXT_LABELS, SIZE_ARROW, SIZE_OTHER, SIZE_SIMPLEX, group_size, shown_labels
+    from dynlab.views.points import (
+        MAX_TEXT_LABELS,
+        SIZE_ARROW,
+        SIZE_OTHER,
+        SIZE_SIMPLEX,
+        group_size,
+        shown_labels,
+    )
 
     assert shown_labels(["class 0", "class 1", "class 0", ""]) == ["class 0", "class 1", "", ""]
     many = [f"p{i}" for i in range(MAX_TEXT_LABELS + 1)]
     assert shown_labels(many) == [""] * len(many)
-    assert group_size("etf") == SIZE_SIMPLEX > group_size("mean") == SIZE_OTHER > group_size("classifier") == SIZE_ARROW
+    assert (
+        group_size("etf")
+        == SIZE_SIMPLEX
+        > group_size("mean")
+        == SIZE_OTHER
+        > group_size("classifier")
+        == SIZE_ARROW
+    )
     # The 2-D view names its axes from the stream's cols and reports the point under the mouse.
     s = Stream("m", "points", shape=(3, 2), labels=("a", "b", "c"), cols=("SVM margin", "current margin"))
     v = show(qtbot, make_view(ViewSpec("M", ("m",)), {"m": s}))
@@ -621,7 +676,7 @@ def test_heatmap_leaves_unmeasured_cells_blank_and_draws_zero_darkest_on_log(qtb
 
 
 def test_points_lock_the_aspect_only_for_geometry(qtbot):
-    from views.points import same_units
+    from dynlab.views.points import same_units
 
     assert same_units(np.array([[0.0, 0.0], [1.9, 1.8], [1.0, 1.1]]))  # margins against margins
     assert not same_units(np.array([[0.3, 0.5], [1.0, 13.0], [3.0, 0.4]]))  # an error against a ratio

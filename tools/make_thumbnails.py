@@ -70,8 +70,22 @@ PLANS: dict[str, Plan] = {
 
 def record(preset: str, plan: Plan, path: Path) -> tuple[bool, str]:
     """Run ``preset`` headless into ``path``; returns (reached the end, a note)."""
-    cmd = [sys.executable, "-m", "lab.cli", "run", preset, "--steps", str(plan.steps), "--device", "cpu",
-           "--record", str(path), "--quiet", "--print", "none"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dynlab.cli",
+        "run",
+        preset,
+        "--steps",
+        str(plan.steps),
+        "--device",
+        "cpu",
+        "--record",
+        str(path),
+        "--quiet",
+        "--print",
+        "none",
+    ]
     for s in plan.sets:
         cmd += ["--set", s]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
@@ -86,7 +100,10 @@ def record(preset: str, plan: Plan, path: Path) -> tuple[bool, str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             out, err = proc.communicate()
-        return False, f"time cap {plan.cap_s:.0f}s reached; {err.strip().splitlines()[-1] if err.strip() else ''}"
+        return (
+            False,
+            f"time cap {plan.cap_s:.0f}s reached; {err.strip().splitlines()[-1] if err.strip() else ''}",
+        )
     if proc.returncode not in (0, 3):  # 3: diverged, which a picture may still show
         raise RuntimeError(f"dynlab run exited {proc.returncode}: {err.strip()[-400:]}")
     return True, err.strip().splitlines()[-1] if err.strip() else ""
@@ -109,9 +126,9 @@ def render(rec_path: Path, preset_name: str, view_index: int, out: Path) -> str:
     """
     from PySide6 import QtCore, QtGui, QtWidgets
 
-    import views
-    from lab import presets
-    from lab.recording import Recording
+    import dynlab.views
+    from dynlab import presets
+    from dynlab.recording import Recording
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([sys.argv[0]])
     preset = presets.load(preset_name, check_engine=False)
@@ -132,7 +149,7 @@ def render(rec_path: Path, preset_name: str, view_index: int, out: Path) -> str:
             continue
         view = None
         try:
-            view = views.make_view(spec, streams)
+            view = dynlab.views.make_view(spec, streams)
             view.caption.setVisible(False)  # unreadable at gallery size; the card has the text
             view.setAttribute(QtCore.Qt.WidgetAttribute.WA_DontShowOnScreen)
             view.resize(*SIZE)
@@ -170,14 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     sys.path.insert(0, str(ROOT))
-    from lab import presets
+    from dynlab import presets
 
     names = args.presets or [p.stem for p in presets.list_presets()]
     plans = {}
     for n in names:
         plan = PLANS.get(n, Plan())
         if args.cap is not None or args.steps is not None:
-            plan = Plan(steps=args.steps or plan.steps, view=plan.view, sets=plan.sets, cap_s=args.cap or plan.cap_s)
+            plan = Plan(
+                steps=args.steps or plan.steps, view=plan.view, sets=plan.sets, cap_s=args.cap or plan.cap_s
+            )
         plans[n] = plan
     if args.list:
         for n, p in plans.items():
@@ -197,8 +216,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"FAILED {name}: {failed[name]}", flush=True)
                 continue
             partial = "" if complete else f" (partial: {note})"
-            print(f"ok     {name}: '{title}' from {plan.steps} steps in {time.monotonic() - t0:.0f}s{partial}",
-                  flush=True)
+            print(
+                f"ok     {name}: '{title}' from {plan.steps} steps in {time.monotonic() - t0:.0f}s{partial}",
+                flush=True,
+            )
     if failed:
         print(f"{len(failed)} of {len(plans)} failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 
 from PySide6 import QtWidgets
 
-from lab.frames import Stream
-from lab.viewspec import ViewSpec
+from dynlab.frames import Stream
+from dynlab.viewspec import ViewSpec
 
 from .base import StreamView
 from .heatmap import HeatmapView
@@ -53,7 +53,9 @@ def view_kind(view: ViewSpec, streams: Mapping[str, Stream]) -> str:
     return "lines"
 
 
-def make_view(view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None) -> StreamView:
+def make_view(
+    view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None
+) -> StreamView:
     """Build the widget for one preset view.
 
     Parameters
@@ -69,6 +71,14 @@ def make_view(view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.Q
 
 
 __all__ = [
-    "DEFAULT_VIEW_FOR_STREAM", "VIEW_FOR_KIND", "HeatmapView", "HistogramView", "LinesView",
-    "PointsView", "StreamView", "WaterfallView", "make_view", "view_kind",
+    "DEFAULT_VIEW_FOR_STREAM",
+    "VIEW_FOR_KIND",
+    "HeatmapView",
+    "HistogramView",
+    "LinesView",
+    "PointsView",
+    "StreamView",
+    "WaterfallView",
+    "make_view",
+    "view_kind",
 ]

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from PySide6 import QtCore, QtWidgets
 
-from lab.frames import Event, Frame, Stream
-from lab.viewspec import ViewSpec
+from dynlab.frames import Event, Frame, Stream
+from dynlab.viewspec import ViewSpec
 
 
 class StreamView(QtWidgets.QWidget):
@@ -45,7 +45,9 @@ class StreamView(QtWidgets.QWidget):
     #: whether this view shows one run at a time (adds a run selector)
     single_run: bool = False
 
-    def __init__(self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(
+        self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         self.view = view
         self.stream_names: tuple[str, ...] = tuple(s for s in view.streams if s in streams)

@@ -8,8 +8,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
-from lab.frames import Stream
-from lab.viewspec import ViewSpec
+from dynlab.frames import Stream
+from dynlab.viewspec import ViewSpec
 
 from . import style
 from .buffers import Snapshots
@@ -33,7 +33,9 @@ class HeatmapView(PlotView):
     x_label = ""
     y_units_on_axis = False
 
-    def __init__(self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(
+        self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None
+    ) -> None:
         self.snaps: dict[tuple[str, str], Snapshots] = {}
         super().__init__(view, streams, parent)
         self.vector_mode = view.kind == "vector-heatmap" or (

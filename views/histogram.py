@@ -14,8 +14,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtWidgets
 
-from lab.frames import Stream
-from lab.viewspec import ViewSpec
+from dynlab.frames import Stream
+from dynlab.viewspec import ViewSpec
 
 from . import style
 from .buffers import Snapshots
@@ -31,7 +31,9 @@ WATERFALL_MAX_COLUMNS = 1200
 class _SnapshotView(PlotView):
     """Keeps every pushed array per (run, stream) so the cursor can show any step."""
 
-    def __init__(self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(
+        self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None
+    ) -> None:
         self.snaps: dict[tuple[str, str], Snapshots] = {}
         super().__init__(view, streams, parent)
 
@@ -52,11 +54,18 @@ class HistogramView(_SnapshotView):
 
     x_label = "value"
 
-    def __init__(self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(
+        self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None
+    ) -> None:
         super().__init__(view, streams, parent)
         first = self.streams[self.stream_names[0]] if self.stream_names else None
-        self.item.setLabel("bottom", f"{self.stream_names[0]} [{first.units}]" if first and first.units
-                           else (self.stream_names[0] if first else "value"), color=style.FOREGROUND)
+        self.item.setLabel(
+            "bottom",
+            f"{self.stream_names[0]} [{first.units}]"
+            if first and first.units
+            else (self.stream_names[0] if first else "value"),
+            color=style.FOREGROUND,
+        )
         self.item.setLabel("left", "log10 weight" if view.log_y else "weight", color=style.FOREGROUND)
         self.legend = style.add_legend(self.item)
         self._bars: dict[tuple[str, str], pg.BarGraphItem] = {}
@@ -162,7 +171,9 @@ class WaterfallView(_SnapshotView):
     single_run = True
     y_units_on_axis = False
 
-    def __init__(self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(
+        self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None
+    ) -> None:
         super().__init__(view, streams, parent)
         self.stream = self.stream_names[0] if self.stream_names else ""
         s = self.streams.get(self.stream)
@@ -216,7 +227,9 @@ class WaterfallView(_SnapshotView):
         else:
             dx = (steps[-1] - steps[0]) / (n_cols - 1)
             grid_steps = steps[0] + dx * np.arange(n_cols)
-        idx = np.clip(np.searchsorted(steps, grid_steps + 1e-9 * max(dx, 1.0), side="right") - 1, 0, len(steps) - 1)
+        idx = np.clip(
+            np.searchsorted(steps, grid_steps + 1e-9 * max(dx, 1.0), side="right") - 1, 0, len(steps) - 1
+        )
         if self.is_histogram:
             lo, hi = _occupied_range(snaps.values)
             self._set_scale(snaps.values[-1], lo, hi)
@@ -315,8 +328,8 @@ class SymlogScale:
         """Tick positions and labels: 0 and ±10^k from c up to the range's ends."""
         out = [(0.0, "0")] if lo <= 0 <= hi else []
         k = math.ceil(math.log10(self.c))
-        while 10.0 ** k <= max(abs(lo), abs(hi)) * 1.0001:
-            v = 10.0 ** k
+        while 10.0**k <= max(abs(lo), abs(hi)) * 1.0001:
+            v = 10.0**k
             text = f"{v:g}"
             for sv in (v, -v):
                 if lo <= sv <= hi:

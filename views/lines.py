@@ -8,8 +8,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtWidgets
 
-from lab.frames import Stream
-from lab.viewspec import ViewSpec
+from dynlab.frames import Stream
+from dynlab.viewspec import ViewSpec
 
 from . import style
 from .buffers import SeriesBuffer
@@ -48,7 +48,9 @@ class LinesView(PlotView):
 
     time_axis = True
 
-    def __init__(self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(
+        self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None
+    ) -> None:
         super().__init__(view, streams, parent)
         self.item.setLogMode(x=view.log_x, y=view.log_y)
         self.legend = style.add_legend(self.item)
@@ -123,14 +125,21 @@ class LinesView(PlotView):
         for k, label in enumerate(self.series_names(name)):
             c = self._colour_of.get((name, k), k)
             smooth = series.buffer.ema_weight is not None
-            raw_pen = style.series_pen(c, r, width=1.0, alpha=70, n=n) if smooth else style.series_pen(c, r, n=n)
+            raw_pen = (
+                style.series_pen(c, r, width=1.0, alpha=70, n=n) if smooth else style.series_pen(c, r, n=n)
+            )
             if n > style.RAMP_ABOVE and c not in (0, n - 1):
                 label = ""  # a ramp of many series: the legend names its two ends only
-            raw = style.add_fast_curve(self.item, raw_pen, None if smooth or not label else label + self.run_suffix(run))
+            raw = style.add_fast_curve(
+                self.item, raw_pen, None if smooth or not label else label + self.run_suffix(run)
+            )
             series.raw.append(raw)
             if smooth:
-                curve = style.add_fast_curve(self.item, style.series_pen(c, r, width=2.0, n=n),
-                                             f"{label} (EMA){self.run_suffix(run)}" if label else None)
+                curve = style.add_fast_curve(
+                    self.item,
+                    style.series_pen(c, r, width=2.0, n=n),
+                    f"{label} (EMA){self.run_suffix(run)}" if label else None,
+                )
                 curve.setZValue(10)
                 series.smooth.append(curve)
 

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 import pyqtgraph as pg
 from PySide6 import QtWidgets
 
-from lab.frames import Event, Stream
-from lab.viewspec import ViewSpec
+from dynlab.frames import Event, Stream
+from dynlab.viewspec import ViewSpec
 
 from . import style
 from .base import StreamView
@@ -32,7 +32,9 @@ class PlotView(StreamView):
     #: holds rows or bins and whose colour bar carries the units)
     y_units_on_axis: bool = True
 
-    def __init__(self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(
+        self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None
+    ) -> None:
         super().__init__(view, streams, parent)
         first = self.streams[self.stream_names[0]] if self.stream_names else None
         units = first.units if first and self.y_units_on_axis else ""
@@ -58,7 +60,9 @@ class PlotView(StreamView):
         pos = self.x_pos(event.step)
         if pos is None:
             return
-        colour = style.CURSOR_COLOUR if event.kind in ("diverged", "failed", "warning") else style.EVENT_COLOUR
+        colour = (
+            style.CURSOR_COLOUR if event.kind in ("diverged", "failed", "warning") else style.EVENT_COLOUR
+        )
         # Stagger labels so markers close together stay readable.
         label_pos = 0.92 - 0.12 * (len(self._event_lines) % 4)
         line = style.vline(pos, colour, event.label, label_pos=label_pos)

@@ -19,8 +19,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtGui, QtWidgets
 
-from lab.frames import Stream
-from lab.viewspec import ViewSpec
+from dynlab.frames import Stream
+from dynlab.viewspec import ViewSpec
 
 from . import style
 from .base import StreamView
@@ -101,7 +101,9 @@ class PointsView(StreamView):
 
     single_run = True
 
-    def __init__(self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(
+        self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None
+    ) -> None:
         super().__init__(view, streams, parent)
         self.snaps: dict[tuple[str, str], Snapshots] = {}
         self.mode: str | None = None  # "vispy" or "2d", chosen at the first data
@@ -204,9 +206,12 @@ class PointsView(StreamView):
         if self.mode is None:
             self._choose_mode(pts.shape[1], pts)
         self.title_label.setText(f"<b>{html.escape(self.view.title)}</b> — step {step}")
-        self.legend_label.setText(" ".join(
-            f'<span style="color:{c}">&#9679;</span>&nbsp;{html.escape(g)}&nbsp;&nbsp;'
-            for g, c in self._group_colour.items()))
+        self.legend_label.setText(
+            " ".join(
+                f'<span style="color:{c}">&#9679;</span>&nbsp;{html.escape(g)}&nbsp;&nbsp;'
+                for g, c in self._group_colour.items()
+            )
+        )
         self.legend_label.setVisible(self.mode == "vispy")
         if self.mode == "vispy":
             self._draw_3d(pts, groups, labels)
@@ -222,8 +227,9 @@ class PointsView(StreamView):
             except Exception as exc:  # noqa: BLE001 - any GL/driver failure means: fall back
                 self.note.setText(f"3-D view unavailable ({type(exc).__name__}): showing a 2-D projection")
         elif dim == 3:
-            self.note.setText("OpenGL unavailable: 3-D points shown as a 2-D projection on their top two "
-                              "principal axes")
+            self.note.setText(
+                "OpenGL unavailable: 3-D points shown as a 2-D projection on their top two principal axes"
+            )
         self.note.setVisible(dim == 3)
         self.mode = "2d"
         cols = self._axis_names()
@@ -328,10 +334,12 @@ class PointsView(StreamView):
         # No depth test: markers are drawn big-first (see _draw_3d), so coincident points
         # show as concentric discs instead of z-fighting.
         self._markers.set_gl_state("translucent", depth_test=False)
-        self._segs3d = scene.visuals.Line(parent=self._scene_view.scene, connect="segments",
-                                          color=(0.35, 0.35, 0.35, 1.0), width=1.5)
-        self._text3d = scene.visuals.Text(parent=self._scene_view.scene, color="black", font_size=9,
-                                          anchor_x="left", anchor_y="bottom")
+        self._segs3d = scene.visuals.Line(
+            parent=self._scene_view.scene, connect="segments", color=(0.35, 0.35, 0.35, 1.0), width=1.5
+        )
+        self._text3d = scene.visuals.Text(
+            parent=self._scene_view.scene, color="black", font_size=9, anchor_x="left", anchor_y="bottom"
+        )
         self._axes = scene.visuals.XYZAxis(parent=self._scene_view.scene)
 
     def _draw_3d(self, pts: np.ndarray, groups: list[str], labels: list[str]) -> None:
@@ -344,8 +352,9 @@ class PointsView(StreamView):
         colours = np.array([pg.mkColor(self.group_colour(g)).getRgbF() for g in groups], dtype=np.float32)
         sizes = np.array([group_size(g) for g in groups], dtype=np.float32)
         order = np.argsort(-sizes, kind="stable")
-        self._markers.set_data(pts[order], face_color=colours[order], edge_color="black", size=sizes[order],
-                               edge_width=1)
+        self._markers.set_data(
+            pts[order], face_color=colours[order], edge_color="black", size=sizes[order], edge_width=1
+        )
         segs = self.segments(pts, groups)
         if len(segs):
             self._segs3d.set_data(pos=segs.astype(np.float32), connect="segments")

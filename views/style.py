@@ -16,8 +16,16 @@ from PySide6 import QtCore
 
 # Tableau 10: distinct, colour-blind-tolerant, readable on white.
 PALETTE: tuple[str, ...] = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
 )
 # Run 0 solid, run 1 dashed, run 2 dotted...: overlaid runs share a series' colour.
 RUN_STYLES: tuple[QtCore.Qt.PenStyle, ...] = (
@@ -139,19 +147,21 @@ def fit_axis_to_labels(axis: pg.AxisItem, labels: list[str] | tuple[str, ...]) -
 def add_legend(item: pg.PlotItem) -> pg.LegendItem:
     """A legend with a translucent white box and black text."""
     return item.addLegend(
-        offset=(-10, 10), labelTextColor=FOREGROUND, brush=pg.mkBrush(255, 255, 255, 210),
+        offset=(-10, 10),
+        labelTextColor=FOREGROUND,
+        brush=pg.mkBrush(255, 255, 255, 210),
         pen=pg.mkPen("#999999"),
     )
 
 
 #: Legend corners tried by ``place_legend``: (item anchor, parent anchor, offset).
 LEGEND_CORNERS: tuple[tuple[tuple[int, int], tuple[int, int], tuple[int, int]], ...] = (
-    ((1, 0), (1, 0), (-10, 10)),   # top right (the default)
-    ((0, 0), (0, 0), (10, 10)),    # top left
+    ((1, 0), (1, 0), (-10, 10)),  # top right (the default)
+    ((0, 0), (0, 0), (10, 10)),  # top left
     ((1, 1), (1, 1), (-10, -10)),  # bottom right
-    ((0, 1), (0, 1), (10, -10)),   # bottom left
+    ((0, 1), (0, 1), (10, -10)),  # bottom left
     ((1, 0.5), (1, 0.5), (-10, 0)),  # right, half way up
-    ((0, 0.5), (0, 0.5), (10, 0)),   # left, half way up
+    ((0, 0.5), (0, 0.5), (10, 0)),  # left, half way up
 )
 #: Points per curve sampled when counting what a legend would hide.
 LEGEND_SAMPLE = 2000
@@ -191,10 +201,18 @@ def place_legend(legend: pg.LegendItem, item: pg.PlotItem, current: int = 0) -> 
     py = (y1 - y) / (y1 - y0) * vb.height()
     w, h = legend.width() + 10, legend.height() + 10
     W, H = vb.width(), vb.height()
-    boxes = ((W - w, 0, W, h), (0, 0, w, h), (W - w, H - h, W, H), (0, H - h, w, H),
-             (W - w, (H - h) / 2, W, (H + h) / 2), (0, (H - h) / 2, w, (H + h) / 2))
+    boxes = (
+        (W - w, 0, W, h),
+        (0, 0, w, h),
+        (W - w, H - h, W, H),
+        (0, H - h, w, H),
+        (W - w, (H - h) / 2, W, (H + h) / 2),
+        (0, (H - h) / 2, w, (H + h) / 2),
+    )
     with np.errstate(invalid="ignore"):
-        counts = [int(np.count_nonzero((px >= a) & (px <= c) & (py >= b) & (py <= d))) for a, b, c, d in boxes]
+        counts = [
+            int(np.count_nonzero((px >= a) & (px <= c) & (py >= b) & (py <= d))) for a, b, c, d in boxes
+        ]
     best = int(np.argmin(counts))
     if counts[best] < 0.75 * counts[current]:
         current = best
@@ -203,17 +221,25 @@ def place_legend(legend: pg.LegendItem, item: pg.PlotItem, current: int = 0) -> 
     return current
 
 
-def vline(pos: float, colour_: str, label: str = "", dashed: bool = True, label_pos: float = 0.92) -> pg.InfiniteLine:
+def vline(
+    pos: float, colour_: str, label: str = "", dashed: bool = True, label_pos: float = 0.92
+) -> pg.InfiniteLine:
     """A vertical marker line with an optional label near the top of the plot."""
     pen = pg.mkPen(colour_, width=1.2)
     if dashed:
         pen.setStyle(QtCore.Qt.PenStyle.DashLine)
     # Horizontal text just right of the line: readable, and long labels are not clipped.
-    opts = {"position": label_pos, "color": colour_, "movable": False,
-            # A faint fill: the label stays readable without blanking the curves under it.
-            "anchors": [(0, 0.5), (0, 0.5)], "fill": pg.mkBrush(255, 255, 255, 110)}
-    line = pg.InfiniteLine(pos=pos, angle=90, pen=pen, movable=False, label=label or None,
-                           labelOpts=opts if label else None)
+    opts = {
+        "position": label_pos,
+        "color": colour_,
+        "movable": False,
+        # A faint fill: the label stays readable without blanking the curves under it.
+        "anchors": [(0, 0.5), (0, 0.5)],
+        "fill": pg.mkBrush(255, 255, 255, 110),
+    }
+    line = pg.InfiniteLine(
+        pos=pos, angle=90, pen=pen, movable=False, label=label or None, labelOpts=opts if label else None
+    )
     line.setZValue(50)
     return line
 

@@ -45,7 +45,9 @@ def class_means(
     C = int(y.max()) + 1 if num_classes is None else int(num_classes)
     counts = np.bincount(y, minlength=C).astype(np.float64)
     if np.any(counts == 0):
-        raise ValueError(f"every class needs at least one sample; empty: {np.flatnonzero(counts == 0).tolist()}")
+        raise ValueError(
+            f"every class needs at least one sample; empty: {np.flatnonzero(counts == 0).tolist()}"
+        )
     # A C×N indicator product is ~50× faster than np.add.at for these sizes.
     indicator = np.zeros((C, H.shape[0]))
     indicator[y, np.arange(H.shape[0])] = 1.0
@@ -211,9 +213,7 @@ def simplex_etf(num_classes: int, dim: int | None = None, scale: float = 1.0) ->
     return scale * E
 
 
-def geometry_3d(
-    M: np.ndarray, W: np.ndarray, previous: np.ndarray | None = None
-) -> dict[str, np.ndarray]:
+def geometry_3d(M: np.ndarray, W: np.ndarray, previous: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """3-D coordinates of the centred class means, the classifier and the nearest ETF.
 
     For C ≤ 4 the centred means span (at most) 3 dimensions and the basis is their top

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     if icon.is_file():
         app.setWindowIcon(QtGui.QIcon(str(icon)))
     pg.setConfigOptions(antialias=True, background="w", foreground="k")
-    from lab.ui.main_window import MainWindow
+    from dynlab.ui.main_window import MainWindow
 
     win = MainWindow()
     win.show()

@@ -20,7 +20,9 @@ class RunControls(QtWidgets.QGroupBox):
         style = self.style()
         sp = QtWidgets.QStyle.StandardPixmap
 
-        def button(text: str, icon: QtWidgets.QStyle.StandardPixmap, tip: str, signal: QtCore.SignalInstance) -> QtWidgets.QPushButton:
+        def button(
+            text: str, icon: QtWidgets.QStyle.StandardPixmap, tip: str, signal: QtCore.SignalInstance
+        ) -> QtWidgets.QPushButton:
             b = QtWidgets.QPushButton(style.standardIcon(icon), text)
             b.setToolTip(tip)
             b.clicked.connect(signal)
@@ -30,8 +32,15 @@ class RunControls(QtWidgets.QGroupBox):
         self.pause = button("Pause", sp.SP_MediaPause, "Pause / resume (Space)", self.pause_clicked)
         self.step = button("Step", sp.SP_MediaSeekForward, "One step while paused (.)", self.step_clicked)
         self.stop = button("Stop", sp.SP_MediaStop, "Stop and close the recording", self.stop_clicked)
-        self.restart = button("New seed", sp.SP_BrowserReload, "Restart with a new seed", self.restart_clicked)
-        self.add_run = button("+ Seed", sp.SP_FileDialogNewFolder, "Add a run of the same preset with another seed, overlaid", self.add_run_clicked)
+        self.restart = button(
+            "New seed", sp.SP_BrowserReload, "Restart with a new seed", self.restart_clicked
+        )
+        self.add_run = button(
+            "+ Seed",
+            sp.SP_FileDialogNewFolder,
+            "Add a run of the same preset with another seed, overlaid",
+            self.add_run_clicked,
+        )
         self.record = QtWidgets.QCheckBox("Record to HDF5")
         self.record.setChecked(True)
         self.record.setToolTip("Write every frame and event to a recording you can replay")

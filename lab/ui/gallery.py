@@ -11,13 +11,20 @@ from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from lab import presets
+from dynlab import presets
 
 #: The gallery's first cards: one per phenomenon, the most telling first; the rest follow by name.
 FEATURED = (
-    "effective-step-size", "grokking-modular", "edge-of-stability", "hessian-outliers",
-    "neural-collapse-4", "attention-svm", "equivariance-c4", "icl-linear-regression",
-    "generalization-dynamics", "gradient-coherence",
+    "effective-step-size",
+    "grokking-modular",
+    "edge-of-stability",
+    "hessian-outliers",
+    "neural-collapse-4",
+    "attention-svm",
+    "equivariance-c4",
+    "icl-linear-regression",
+    "generalization-dynamics",
+    "gradient-coherence",
 )
 
 
@@ -40,7 +47,9 @@ class PresetCard(QtWidgets.QFrame):
         super().__init__(parent)
         self.setFrameShape(QtWidgets.QFrame.Shape.StyledPanel)
         self.setObjectName("presetCard")
-        self.setStyleSheet("#presetCard { background: palette(base); border: 1px solid #bbb; border-radius: 6px; }")
+        self.setStyleSheet(
+            "#presetCard { background: palette(base); border: 1px solid #bbb; border-radius: 6px; }"
+        )
         self.setFixedWidth(360)
         self.name = path.stem
         lay = QtWidgets.QVBoxLayout(self)
@@ -56,8 +65,14 @@ class PresetCard(QtWidgets.QFrame):
         pic.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
         thumb = thumbnail_for(self.name)
         if thumb is not None:
-            pic.setPixmap(QtGui.QPixmap(str(thumb)).scaled(340, 150, QtCore.Qt.AspectRatioMode.KeepAspectRatio,
-                                                           QtCore.Qt.TransformationMode.SmoothTransformation))
+            pic.setPixmap(
+                QtGui.QPixmap(str(thumb)).scaled(
+                    340,
+                    150,
+                    QtCore.Qt.AspectRatioMode.KeepAspectRatio,
+                    QtCore.Qt.TransformationMode.SmoothTransformation,
+                )
+            )
         else:
             pic.setText("<i style='color:#888'>no picture yet — run it once</i>")
             pic.setMinimumHeight(40)
@@ -96,7 +111,9 @@ class Gallery(QtWidgets.QWidget):
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
-        title = QtWidgets.QLabel("<h2>dynlab</h2>Pick a phenomenon, press Start, and steer it while it trains.")
+        title = QtWidgets.QLabel(
+            "<h2>dynlab</h2>Pick a phenomenon, press Start, and steer it while it trains."
+        )
         self.filter = QtWidgets.QLineEdit()
         self.filter.setPlaceholderText("Filter presets…")
         self.filter.textChanged.connect(self._on_filter_changed)
@@ -116,7 +133,9 @@ class Gallery(QtWidgets.QWidget):
         scroll.setWidgetResizable(True)
         self.recent = QtWidgets.QListWidget()
         self.recent.setToolTip("Click to replay")
-        self.recent.itemClicked.connect(lambda it: self.replay_requested.emit(it.data(QtCore.Qt.ItemDataRole.UserRole)))
+        self.recent.itemClicked.connect(
+            lambda it: self.replay_requested.emit(it.data(QtCore.Qt.ItemDataRole.UserRole))
+        )
         side = QtWidgets.QWidget()
         sl = QtWidgets.QVBoxLayout(side)
         sl.addWidget(QtWidgets.QLabel("<b>Recent recordings</b>"))

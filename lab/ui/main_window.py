@@ -8,10 +8,10 @@ from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from lab import presets
-from lab.recording import RecordingError
-from lab.ui.gallery import Gallery
-from lab.ui.workspace import Workspace
+from dynlab import presets
+from dynlab.recording import RecordingError
+from dynlab.ui.gallery import Gallery
+from dynlab.ui.workspace import Workspace
 
 MAX_RECENT = 12
 _WINDOWS: list[MainWindow] = []  # extra windows stay alive until closed
@@ -143,7 +143,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setWindowTitle("dynlab — live training dynamics")
 
     def choose_recording(self) -> None:
-        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open recording", "", "dynlab recordings (*.h5 *.hdf5);;All files (*)")
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(
+            self, "Open recording", "", "dynlab recordings (*.h5 *.hdf5);;All files (*)"
+        )
         if path:
             self.open_replay(path)
 
@@ -160,7 +162,9 @@ class MainWindow(QtWidgets.QMainWindow):
         title, ok = QtWidgets.QInputDialog.getItem(self, "Export view", "View:", titles, 0, False)
         if not ok:
             return
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export view", f"{title}.png", "PNG (*.png);;SVG (*.svg)")
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(
+            self, "Export view", f"{title}.png", "PNG (*.png);;SVG (*.svg)"
+        )
         if path:
             try:
                 self.workspace.views[titles.index(title)].export_image(path)
@@ -168,12 +172,17 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.show_error("Export failed", str(exc))
 
     def export_mp4(self) -> None:
-        from lab.ui.export import export_replay_mp4
+        from dynlab.ui.export import export_replay_mp4
 
         if self.workspace._player() is None:
-            self.show_error("Export to MP4", "Open a recording first (File → Open recording); the MP4 is made from its replay.")
+            self.show_error(
+                "Export to MP4",
+                "Open a recording first (File → Open recording); the MP4 is made from its replay.",
+            )
             return
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export replay", "replay.mp4", "MP4 video (*.mp4)")
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(
+            self, "Export replay", "replay.mp4", "MP4 video (*.mp4)"
+        )
         if not path:
             return
         dlg = QtWidgets.QProgressDialog("Rendering the replay…", "Cancel", 0, 100, self)
@@ -210,9 +219,14 @@ class MainWindow(QtWidgets.QMainWindow):
         app = QtWidgets.QApplication.instance()
         if theme == "dark":
             pal = QtGui.QPalette()
-            for role, color in ((QtGui.QPalette.ColorRole.Window, "#2b2b2b"), (QtGui.QPalette.ColorRole.WindowText, "#e0e0e0"),
-                                (QtGui.QPalette.ColorRole.Base, "#1e1e1e"), (QtGui.QPalette.ColorRole.Text, "#e0e0e0"),
-                                (QtGui.QPalette.ColorRole.Button, "#3a3a3a"), (QtGui.QPalette.ColorRole.ButtonText, "#e0e0e0")):
+            for role, color in (
+                (QtGui.QPalette.ColorRole.Window, "#2b2b2b"),
+                (QtGui.QPalette.ColorRole.WindowText, "#e0e0e0"),
+                (QtGui.QPalette.ColorRole.Base, "#1e1e1e"),
+                (QtGui.QPalette.ColorRole.Text, "#e0e0e0"),
+                (QtGui.QPalette.ColorRole.Button, "#3a3a3a"),
+                (QtGui.QPalette.ColorRole.ButtonText, "#e0e0e0"),
+            ):
                 pal.setColor(role, QtGui.QColor(color))
             app.setPalette(pal)
             pg.setConfigOptions(background="k", foreground="w")
@@ -249,9 +263,11 @@ class MainWindow(QtWidgets.QMainWindow):
             self.recent_menu.addAction("(none yet)").setEnabled(False)
 
     def _about(self) -> None:
-        from lab import __version__
+        from dynlab import __version__
 
-        QtWidgets.QMessageBox.about(self, "About dynlab", f"dynlab {__version__}\nA desktop lab for live training dynamics.")
+        QtWidgets.QMessageBox.about(
+            self, "About dynlab", f"dynlab {__version__}\nA desktop lab for live training dynamics."
+        )
 
     def _on_status_changed(self, text: str) -> None:
         self.status_label.setText(text)

@@ -13,7 +13,7 @@ from typing import Any
 
 from PySide6 import QtCore, QtWidgets
 
-from lab.frames import Param
+from dynlab.frames import Param
 
 _INT_MAX = 2**31 - 1
 
@@ -62,7 +62,11 @@ class ParameterPanel(QtWidgets.QGroupBox):
             ed = self._make_editor(p, self._values.get(name, p.default))
             label = QtWidgets.QLabel(name + (" ⟳" if p.live else ""))
             tip = f"<b>{name}</b> — {p.help or ''}<br>{p.describe_bounds()}"
-            tip += "<br><i>live: can be changed while running</i>" if p.live else "<br><i>fixed once the run starts</i>"
+            tip += (
+                "<br><i>live: can be changed while running</i>"
+                if p.live
+                else "<br><i>fixed once the run starts</i>"
+            )
             label.setToolTip(tip)
             ed.setToolTip(tip)
             self._form.addRow(label, ed)
@@ -76,7 +80,8 @@ class ParameterPanel(QtWidgets.QGroupBox):
             ed.setEnabled(self._specs[name].live or not running)
         self.hint.setText(
             "⟳ marks parameters you can change while the run goes; a change applies at the next step."
-            if running else "Edits here apply to the next start."
+            if running
+            else "Edits here apply to the next start."
         )
 
     def set_value(self, name: str, value: Any) -> None:
@@ -116,8 +121,10 @@ class ParameterPanel(QtWidgets.QGroupBox):
             return ed
         if p.type == "int":
             ed = QtWidgets.QSpinBox()
-            ed.setRange(int(max(-_INT_MAX, p.low if p.low is not None else -_INT_MAX)),
-                        int(min(_INT_MAX, p.high if p.high is not None else _INT_MAX)))
+            ed.setRange(
+                int(max(-_INT_MAX, p.low if p.low is not None else -_INT_MAX)),
+                int(min(_INT_MAX, p.high if p.high is not None else _INT_MAX)),
+            )
             ed.setValue(int(value))
             ed.setKeyboardTracking(False)
             ed.valueChanged.connect(lambda v, n=p.name: self._commit(n, int(v)))

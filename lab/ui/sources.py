@@ -10,9 +10,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from lab.player import Player
-from lab.presets import Preset
-from lab.runner import Run
+from dynlab.player import Player
+from dynlab.presets import Preset
+from dynlab.runner import Run
 
 
 def default_host() -> str:
@@ -38,8 +38,14 @@ class LiveSource:
 
     def start(self, *, paused: bool = False) -> None:
         threads = max(1, (os.cpu_count() or 2) - 1) if self.host == "process" else None
-        self.run = Run(self.preset, record=self.record, host=self.host, on_diverge="pause",
-                       start_paused=paused, torch_threads=threads)
+        self.run = Run(
+            self.preset,
+            record=self.record,
+            host=self.host,
+            on_diverge="pause",
+            start_paused=paused,
+            torch_threads=threads,
+        )
         self.run.start()
 
     def drain(self) -> list[Any]:

@@ -17,12 +17,12 @@ from typing import Any
 
 from PySide6 import QtCore, QtWidgets
 
-from lab.frames import Event, Frame, Stream
-from lab.player import Player
-from lab.presets import Preset, PresetError, ViewSpec, parse
-from lab.ui.controls import RunControls, Timeline
-from lab.ui.params import ParameterPanel
-from lab.ui.sources import LiveSource, ReplaySource, default_host
+from dynlab.frames import Event, Frame, Stream
+from dynlab.player import Player
+from dynlab.presets import Preset, PresetError, ViewSpec, parse
+from dynlab.ui.controls import RunControls, Timeline
+from dynlab.ui.params import ParameterPanel
+from dynlab.ui.sources import LiveSource, ReplaySource, default_host
 
 DISPLAY_HZ = 30
 #: Wall time one display tick may spend redrawing views (the rest wait for the next tick).
@@ -40,8 +40,11 @@ def recordings_dir() -> Path:
 
 def default_views(streams: Sequence[Stream]) -> tuple[ViewSpec, ...]:
     """One view per stream, for recordings whose preset text cannot be read."""
-    return tuple(ViewSpec(title=s.name, streams=(s.name,), log_y=s.log_scale)
-                 for s in streams if s.name != "probe_seconds")
+    return tuple(
+        ViewSpec(title=s.name, streams=(s.name,), log_y=s.log_scale)
+        for s in streams
+        if s.name != "probe_seconds"
+    )
 
 
 class Workspace(QtWidgets.QWidget):
@@ -393,7 +396,11 @@ class Workspace(QtWidgets.QWidget):
 
     def _on_event(self, run_id: str, ev: Event) -> None:
         self.events.append(ev)
-        who = f"[{self.sources[run_id].label}] " if run_id in self.sources and self.sources[run_id].label else ""
+        who = (
+            f"[{self.sources[run_id].label}] "
+            if run_id in self.sources and self.sources[run_id].label
+            else ""
+        )
         item = QtWidgets.QListWidgetItem(f"{ev.step:>7}  {who}{ev.label}")
         if ev.kind in ("failed", "diverged", "record_error", "refused"):
             item.setForeground(QtCore.Qt.GlobalColor.red)
@@ -413,8 +420,11 @@ class Workspace(QtWidgets.QWidget):
             self._error("The engine failed", f"step {ev.step}: {ev.payload.get('message', '')}")
         elif ev.kind == "diverged":
             self._reported.add(key)
-            self._error("The run diverged", f"{ev.payload.get('message', '')}. The run is paused: lower the "
-                        "learning rate and resume, or restart.")
+            self._error(
+                "The run diverged",
+                f"{ev.payload.get('message', '')}. The run is paused: lower the "
+                "learning rate and resume, or restart.",
+            )
         elif ev.kind == "refused":
             self._error("Change refused", ev.payload.get("message", ""))
         elif ev.kind == "record_error":
@@ -426,9 +436,13 @@ class Workspace(QtWidgets.QWidget):
                 self.recorded.emit(src.record)
 
     def _ask_continue_unrecorded(self, run_id: str, message: str) -> None:
-        box = QtWidgets.QMessageBox(QtWidgets.QMessageBox.Icon.Warning, "Recording failed",
-                                    f"{message}\n\nTraining is paused. Continue without recording?",
-                                    QtWidgets.QMessageBox.StandardButton.Yes | QtWidgets.QMessageBox.StandardButton.No, self)
+        box = QtWidgets.QMessageBox(
+            QtWidgets.QMessageBox.Icon.Warning,
+            "Recording failed",
+            f"{message}\n\nTraining is paused. Continue without recording?",
+            QtWidgets.QMessageBox.StandardButton.Yes | QtWidgets.QMessageBox.StandardButton.No,
+            self,
+        )
         self.last_error = message
 
         def done(result: int) -> None:
@@ -455,12 +469,18 @@ class Workspace(QtWidgets.QWidget):
         parts = []
         for src in self.sources.values():
             who = f"{src.label}: " if src.label else ""
-            parts.append(f"{who}{src.state} · step {src.step:,} · {src.steps_per_second:,.1f} steps/s · {src.device}")
+            parts.append(
+                f"{who}{src.state} · step {src.step:,} · {src.steps_per_second:,.1f} steps/s · {src.device}"
+            )
         self.status.emit("   |   ".join(parts))
         live = self._live()
         if live:
             states = {s.state for s in live}
-            main = next(iter(states)) if len(states) == 1 else ("running" if "running" in states else live[0].state)
+            main = (
+                next(iter(states))
+                if len(states) == 1
+                else ("running" if "running" in states else live[0].state)
+            )
             self.controls.set_state(main)
             self.params.set_running(main in ("running", "paused", "diverged", "starting"))
         p = self._player()
@@ -469,7 +489,7 @@ class Workspace(QtWidgets.QWidget):
 
     # ------------------------------------------------------------------ views
     def _build_views(self, views: Sequence[ViewSpec], streams: dict[str, Stream]) -> None:
-        from views import make_view
+        from dynlab.views import make_view
 
         self._clear_views()
         self._streams = streams
