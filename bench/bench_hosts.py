@@ -113,7 +113,7 @@ def lab_with_app(host: str, seconds: float) -> tuple[float, float]:
         QtCore.QTimer.singleShot(ms, loop.quit)
         loop.exec()
 
-    run = ws._live()[0].run
+    run = ws.steerable()[0]
     t0, ticks0 = time.monotonic(), ws.ticks
     r = _measure(run, seconds, pump=pump)
     redraws = (ws.ticks - ticks0) / (time.monotonic() - t0)

@@ -87,7 +87,7 @@ def main() -> None:
     ws.show()
     ws.open_replay(path)
     ws.timer.stop()
-    player = ws._player()
+    player = ws.seekable()
     ws.seek(player.first - 1)
     gc.collect()
     base = rss_mb()
@@ -95,7 +95,7 @@ def main() -> None:
     chunk = 20_000
     t0 = time.perf_counter()
     redraw_s = []
-    rec = player.recording
+    rec = player.file
     done = 0
     while done < args.steps:
         hi = min(done + chunk, args.steps)

@@ -83,7 +83,7 @@ def main() -> None:
             time.sleep(0.01)
         # the preset's own step count is replaced by a long run: re-open with overrides
         p50, p99, redraws = measure(app, args.seconds, ws)
-        src = ws._live()[0]
+        src = ws.steerable()[0]
         rows.append((f"training, {host} host", len(ws.views), p50, p99, redraws, src.steps_per_second))
         ws.close_sources()
     win.close()

@@ -1,22 +1,30 @@
 """Replay: push a recording's frames through the same pipe a live run uses.
 
-The player is a clock over steps. The UI calls :meth:`Player.advance` on its display
-timer; the player reads only the rows between the old and the new cursor (range reads,
-no full load) and returns them as ``Frame``/``Event`` objects, exactly as
-``Run.drain`` does for a live run.
+The player is a clock over steps and a :class:`~dynlab.source.Source`. The UI calls
+:meth:`Player.drain` on its display timer; the player reads only the rows between the old
+and the new cursor (range reads, no full load) and returns them as ``Frame``/``Event``
+objects, exactly as ``Run.drain`` does for a live run.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
-from dynlab.engines.spec import Event, Frame, Stream
+from dynlab.engines.spec import Event, Frame, Param, Stream
 from dynlab.recording import Recording
+from dynlab.source import Control, Item, Ready, RunState, UnsupportedControl
 
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 #: Rows per stream a seek hands the views at most (the history before the cursor is thinned).
 SEEK_MAX_ROWS = 20_000
+#: Rows per stream one display tick reads at most while playing. A tick that falls behind
+#: (a slow redraw, a fast speed on a long recording) skips ahead through thinned rows
+#: instead of delivering everything due, so each tick costs a bounded amount.
+TICK_MAX_ROWS = 2_000
 
 
 class Player:
@@ -31,11 +39,19 @@ class Player:
         ``steps / duration`` steps per second).
     """
 
-    def __init__(self, path: str, *, duration: float = 30.0) -> None:
-        self.recording = Recording(path)
-        rng = self.recording.step_range()
+    controls = frozenset({Control.PAUSE, Control.RESUME, Control.STEP, Control.STOP, Control.SEEK})
+    param_specs: dict[str, Param] = {}
+    message = ""
+
+    def __init__(self, path: str, *, duration: float = 30.0, label: str = "") -> None:
+        self.file = Recording(path)
+        self.recording: str | None = str(path)
+        self.label = label or ""
+        self._ready_sent = False
+        self._stepped: list[Item] = []  # rows passed by single_step(), handed out by drain()
+        rng = self.file.step_range()
         self.first, self.last = rng if rng else (0, -1)
-        self._events = sorted(self.recording.events(), key=lambda e: e.step)
+        self._events = sorted(self.file.events(), key=lambda e: e.step)
         if self._events:  # the end event sits one step past the last frame
             self.last = max(self.last, self._events[-1].step)
         self.cursor = self.first - 1  # last step already delivered
@@ -44,12 +60,33 @@ class Player:
         self.base_rate = max(1.0, (self.last - self.first + 1) / max(duration, 1e-3))
         self._clock = time.monotonic()
         self._carry = 0.0
-        self.state = "paused"
+        self.state = RunState.PAUSED
 
     # -------------------------------------------------------------- metadata
     @property
     def streams(self) -> tuple[Stream, ...]:
-        return tuple(self.recording.streams.values())
+        return tuple(self.file.streams.values())
+
+    @property
+    def step(self) -> int:
+        return max(self.cursor, 0)
+
+    @property
+    def total_steps(self) -> int:
+        return max(self.last, 0)
+
+    @property
+    def device(self) -> str:
+        return f"{self.file.attrs.get('device', '')} (recorded)"
+
+    @property
+    def params(self) -> dict[str, Any]:
+        raw = self.file.attrs.get("hyperparameters", "{}")
+        try:
+            params = json.loads(raw) if isinstance(raw, str) else {}
+        except ValueError:
+            return {}
+        return params if isinstance(params, dict) else {}
 
     @property
     def events(self) -> list[Event]:
@@ -57,21 +94,37 @@ class Player:
 
     @property
     def preset_text(self) -> str:
-        return self.recording.preset_text
+        return self.file.preset_text
 
     @property
     def steps_per_second(self) -> float:
         return self.base_rate * self.speed if self.playing else 0.0
 
     # -------------------------------------------------------------- controls
+    def start(self) -> Player:
+        """A recording is ready at once; nothing to start."""
+        return self
+
     def play(self) -> None:
         if self.cursor >= self.last:
             self.cursor = self.first - 1
-        self.playing, self.state = True, "playing"
+        self.playing, self.state = True, RunState.PLAYING
         self._clock = time.monotonic()
 
     def pause(self) -> None:
-        self.playing, self.state = False, "paused"
+        self.playing, self.state = False, RunState.PAUSED
+
+    def resume(self) -> None:
+        self.play()
+
+    def stop(self) -> None:
+        self.pause()
+
+    def single_step(self, n: int = 1) -> None:
+        self._stepped.extend(self.step_by(n))
+
+    def set(self, name: str, value: Any) -> Any:
+        raise UnsupportedControl("a recording cannot be changed; branch from it to try another value")
 
     def toggle(self) -> None:
         self.pause() if self.playing else self.play()
@@ -140,14 +193,15 @@ class Player:
         self.cursor = min(self.last, self.cursor + n)
         if self.cursor >= self.last:
             self.pause()
-            self.state = "finished"
-        return self._between(old, self.cursor)
+            self.state = RunState.FINISHED
+        capped = TICK_MAX_ROWS if self.cursor - old > TICK_MAX_ROWS else None
+        return self._between(old, self.cursor, max_rows=capped)
 
     def _between(self, after: int, upto: int, max_rows: int | None = None) -> list[Frame | Event]:
         """Frames with after < step <= upto, and events interleaved at their steps."""
         if upto <= after:
             return []
-        frames: Iterator[Frame] = self.recording.frames(after + 1, upto + 1, max_rows=max_rows)
+        frames: Iterator[Frame] = self.file.frames(after + 1, upto + 1, max_rows=max_rows)
         evs = [e for e in self._events if after < e.step <= upto]
         out: list[Frame | Event] = []
         k = 0
@@ -159,9 +213,20 @@ class Player:
         out.extend(evs[k:])
         return out
 
-    def drain(self) -> list[Frame | Event]:
-        """Same name as ``Run.drain``: what is due now."""
-        return self.advance()
+    def drain(self) -> list[Item]:
+        """Same as ``Run.drain``: ``Ready`` first, then what is due now."""
+        items: list[Item] = []
+        if not self._ready_sent:
+            self._ready_sent = True
+            items.append(Ready(self.streams, self.params, self.device))
+        items.extend(self._stepped)
+        self._stepped.clear()
+        items.extend(self.advance())
+        return items
+
+    @property
+    def name(self) -> str:
+        return Path(self.recording or "").name
 
     def close(self) -> None:
-        self.recording.close()
+        self.file.close()

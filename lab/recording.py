@@ -127,12 +127,11 @@ class Recorder:
             self._f.swmr_mode = True
             self._swmr = True
 
-    def write(self, frame: Frame, events: Sequence[Event] = ()) -> None:
-        """Queue one frame (and events); appends happen at the flush interval."""
+    def write(self, frame: Frame) -> None:
+        """Queue one frame; appends happen at the flush interval."""
         for name, value in frame.data.items():
             if name in self._pending:
                 self._pending[name].append((frame.step, value))
-        self._pending_events.extend(events)
         self.last_step = max(self.last_step, frame.step)
         if time.monotonic() - self._last_flush >= self.flush_interval:
             self.flush()
@@ -195,6 +194,20 @@ class Recorder:
     @property
     def closed(self) -> bool:
         return self._f is None
+
+    @property
+    def last_flush(self) -> float:
+        """``time.monotonic()`` of the last flush (the worker's flush clock reads it)."""
+        return self._last_flush
+
+    def abort(self) -> None:
+        """Close the file without another write (it failed, or its writer is giving up)."""
+        f, self._f = self._f, None
+        if f is not None:
+            try:
+                f.close()
+            except Exception:
+                pass
 
 
 def _jsonable(x: Any) -> Any:

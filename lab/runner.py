@@ -19,20 +19,45 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import signal
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from dynlab.engines.spec import Event, Frame, Param, SpecError, Stream
 from dynlab.presets import Preset
-from dynlab.worker import ENDED, IDLE, Ready, RunConfig, Status, work
+from dynlab.source import Control, Item, Ready, RunState, Status, UnsupportedControl
+from dynlab.worker import RunConfig, Worker, work
 
 _DISPLAY_QUEUE = 4096
+HOSTS = ("thread", "process")
+#: Seconds a child engine process waits, after its parent died, for its loop to stop by itself.
+_ORPHAN_GRACE_S = 3.0
+
+
+def default_host() -> str:
+    """Where engines run beside the UI: a child process unless told otherwise.
+
+    On few cores an engine thread in the app process loses to the GIL while the views
+    paint (see ``bench/bench_hosts.py``); a child process does not, and its crash
+    cannot take the app down.
+    """
+    return os.environ.get("DYNLAB_HOST", "process")
+
+
+@dataclass(frozen=True)
+class CloseReport:
+    """What :meth:`Run.close` could and could not stop."""
+
+    stopped: bool
+    recording_closed: bool
+    message: str = ""
 
 
 class Run:
-    """One engine run.
+    """One engine run, hosted in a thread or a child process; a :class:`~dynlab.source.Source`.
 
     Parameters
     ----------
@@ -44,7 +69,23 @@ class Run:
         ``"thread"`` or ``"process"``.
     on_diverge
         ``"stop"`` ends the run at the first non-finite loss; ``"pause"`` waits for the user.
+    label
+        Shown beside this run's series when several runs share the views.
+    until_stopped
+        Ignore the preset's step count and run until stopped.
     """
+
+    controls = frozenset(
+        {
+            Control.PAUSE,
+            Control.RESUME,
+            Control.STEP,
+            Control.SET,
+            Control.STOP,
+            Control.PACE,
+            Control.CONTINUE_UNRECORDED,
+        }
+    )
 
     def __init__(
         self,
@@ -57,15 +98,20 @@ class Run:
         torch_threads: int | None = None,
         flush_interval: float = 1.0,
         display_queue: int = _DISPLAY_QUEUE,
+        label: str = "",
+        until_stopped: bool = False,
+        pace: float = 0.0,
     ) -> None:
-        if host not in ("thread", "process"):
-            raise ValueError(f"host must be 'thread' or 'process', got {host!r}")
+        if host not in HOSTS:
+            raise ValueError(f"host must be one of {', '.join(HOSTS)}; got {host!r}")
         self.preset = preset
         self.host = host
+        self.label = label
+        self.recording = record
         self.config = RunConfig(
             engine=preset.engine,
             params=dict(preset.hyperparameters),
-            steps=preset.steps,
+            steps=None if until_stopped else preset.steps,
             seed=preset.seed,
             device=preset.device,
             probes=dict(preset.probes),
@@ -76,9 +122,10 @@ class Run:
             flush_interval=flush_interval,
             start_paused=start_paused,
             torch_threads=torch_threads,
+            pace=pace,
         )
         self._spec = None
-        self.state = IDLE
+        self.state = RunState.IDLE
         self.step = 0
         self.steps_per_second = 0.0
         self.device = ""
@@ -86,13 +133,19 @@ class Run:
         self.streams: tuple[Stream, ...] = ()
         self.params: dict[str, Any] = {}
         self.events: list[Event] = []
-        self.final_state: str | None = None
+        self.final_state: RunState | None = None
         self._display_max = display_queue
         self._thread: threading.Thread | None = None
         self._proc: Any = None
-        self._backlog: list[Frame | Event] = []
+        self._worker: Worker | None = None
+        self._backlog: list[Item] = []
         self.param_specs: dict[str, Param] = {}
         self.ready = False
+
+    @property
+    def total_steps(self) -> int:
+        """The steps this run will make (0 when it runs until stopped)."""
+        return self.config.steps or 0
 
     # ------------------------------------------------------------------ control
     def start(self) -> Run:
@@ -112,7 +165,7 @@ class Run:
             self._out = ctx.Queue(maxsize=self._display_max)
             self._proc = ctx.Process(
                 target=_process_main,
-                args=(self.config, self._cmd, self._out),
+                args=(self.config, self._cmd, self._out, os.getpid()),
                 daemon=True,
                 name=f"dynlab-run-{self.preset.name}",
             )
@@ -130,11 +183,14 @@ class Run:
                         os.environ.pop(k, None)
                     else:
                         os.environ[k] = v
-        self.state = "starting"
+        self.state = RunState.STARTING
         return self
 
     def _thread_main(self) -> None:
-        self.final_state = work(self.config, self._cmd, self._out)
+        self.final_state = work(self.config, self._cmd, self._out, on_worker=self._keep_worker)
+
+    def _keep_worker(self, worker: Worker) -> None:
+        self._worker = worker
 
     def pause(self) -> None:
         self._send("pause")
@@ -148,8 +204,17 @@ class Run:
     def stop(self) -> None:
         self._send("stop")
 
+    def set_pace(self, steps_per_second: float) -> None:
+        """Hold ``steps_per_second`` (slow motion for a talk); 0 is full speed."""
+        if not steps_per_second >= 0:
+            raise ValueError(f"pace must be >= 0 steps/s, got {steps_per_second}")
+        self._send("pace", float(steps_per_second))
+
     def continue_unrecorded(self) -> None:
         self._send("continue_unrecorded")
+
+    def seek(self, step: int) -> list[Item]:
+        raise UnsupportedControl("a live run cannot seek; open its recording to replay it")
 
     def set(self, name: str, value: Any) -> Any:
         """Validate against the spec here (clear error at once), then send to the worker.
@@ -171,7 +236,8 @@ class Run:
                 from dynlab.engines.spec import suggest
 
                 raise SpecError(
-                    f"engine {self.config.engine!r} has no hyperparameter {name!r}{suggest(name, list(self.param_specs))}"
+                    f"engine {self.config.engine!r} has no hyperparameter {name!r}"
+                    f"{suggest(name, list(self.param_specs))}"
                 )
             return self.param_specs[name]
         return self.spec.param(name)
@@ -190,12 +256,12 @@ class Run:
         self._cmd.put(cmd)
 
     # ------------------------------------------------------------------ output
-    def drain(self, limit: int | None = None) -> list[Frame | Event]:
-        """Everything produced since the last call (frames and events, in order).
+    def drain(self, limit: int | None = None) -> list[Item]:
+        """Everything produced since the last call: ``Ready`` once, then frames and events in order.
 
-        ``Status`` and ``Ready`` messages update this object's attributes instead.
+        ``Status`` messages update this object's attributes instead.
         """
-        items: list[Frame | Event] = self._backlog
+        items: list[Item] = self._backlog
         self._backlog = []
         n = 0
         while limit is None or n < limit:
@@ -205,31 +271,31 @@ class Run:
                 break
             n += 1
             if isinstance(item, Status):
-                self.state, self.step = item.state, item.step
+                self.state, self.step = RunState(item.state), item.step
                 self.steps_per_second, self.device, self.message = (
                     item.steps_per_second,
                     item.device,
                     item.message,
                 )
-            elif isinstance(item, Ready):
+                continue
+            if isinstance(item, Ready):
                 self.streams, self.params, self.device = item.streams, dict(item.params), item.device
                 self.param_specs = {p.name: p for p in item.param_specs}
                 self.ready = True
-            else:
-                if isinstance(item, Event):
-                    self.events.append(item)
-                    if item.kind == "set":
-                        self.params[item.payload["name"]] = item.payload["new"]
-                items.append(item)
+            elif isinstance(item, Event):
+                self.events.append(item)
+                if item.kind == "set":
+                    self.params[item.payload["name"]] = item.payload["new"]
+            items.append(item)
         if (
             self._proc is not None
             and not self._proc.is_alive()
-            and self.state not in ENDED
+            and not self.state.ended
             and self._out.empty()
         ):
             code = self._proc.exitcode
             if code not in (0, None):
-                self.state = "failed"
+                self.state = RunState.FAILED
                 self.message = f"engine process died (exit code {code})"
                 ev = Event(self.step, "failed", {"message": self.message}, time.time())
                 self.events.append(ev)
@@ -247,7 +313,7 @@ class Run:
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the worker to end; True if it did. Keeps draining so it never blocks on a full queue."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        collected = []
+        collected: list[Item] = []
         while self.alive:
             collected.extend(self.drain())
             if deadline is not None and time.monotonic() > deadline:
@@ -260,23 +326,88 @@ class Run:
         self._backlog = collected + self._backlog  # handed out by the next drain()
         return not self.alive
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop and wait; a child process that does not end is terminated."""
+    def close(self, timeout: float = 10.0) -> CloseReport:
+        """Stop and wait; report what could and could not be stopped.
+
+        A worker thread whose engine step hangs cannot be killed: its recording is closed
+        from here (status ``interrupted``) and the thread is left to die with the process.
+        A child process that does not end is terminated; its rows are on disk up to the
+        last flush, and the file is finalised here so that every HDF5 tool reads it.
+        """
         if self._thread is None and self._proc is None:
-            return
+            return CloseReport(True, True)
         if self.alive:
             self.stop()
             self.join(timeout)
-        if self._proc is not None and self._proc.is_alive():
+        if not self.alive:
+            if self.state in (RunState.RUNNING, RunState.STARTING, RunState.PAUSED):
+                self.state = self.final_state or RunState.STOPPED
+            return CloseReport(True, True)
+        if self._proc is not None:
             self._proc.terminate()
             self._proc.join(2)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join(2)
+            self.state = RunState.STOPPED
+            closed = self._finalise_recording()
+            msg = f"engine process did not stop within {timeout:g} s and was terminated"
+            self.message = msg
+            return CloseReport(True, closed, msg)
+        closed = self._worker.recording.abandon() if self._worker and self._worker.recording else True
+        self.state = RunState.FAILED
+        msg = f"engine step did not return within {timeout:g} s; its thread is abandoned"
+        msg += ", the recording was closed" if closed else ""
+        self.message = msg
+        return CloseReport(False, closed, msg)
+
+    def _finalise_recording(self) -> bool:
+        if not self.recording or not os.path.exists(self.recording):
+            return True
+        try:
+            from dynlab import recording
+
+            finalise = getattr(recording, "finalise", None)
+            if finalise is None:
+                return False
+            finalise(self.recording)
+            return True
+        except Exception:
+            return False
 
 
-def _process_main(cfg: RunConfig, commands: Any, out: Any) -> None:
+def _watch_parent(parent_pid: int, worker_box: list[Worker], commands: Any) -> None:
+    """In the child: end this process when the parent dies (a crashed app leaves no orphan).
+
+    The worker is asked to stop first, so its file closes normally; if its step hangs,
+    the recording is closed from here and the process exits.
+    """
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    try:
+        commands.put(("stop",))
+    except Exception:
+        pass
+    deadline = time.monotonic() + _ORPHAN_GRACE_S
+    while time.monotonic() < deadline:
+        if worker_box and worker_box[0]._done and worker_box[0].recording is None:
+            break
+        time.sleep(0.1)
+    if worker_box and worker_box[0].recording is not None:
+        worker_box[0].recording.abandon()
+    os._exit(0)
+
+
+def _process_main(cfg: RunConfig, commands: Any, out: Any, parent_pid: int) -> None:
     # Child process: the engine owns these cores; the parent only draws.
     if cfg.torch_threads is None:
         cfg.torch_threads = max(1, (os.cpu_count() or 1))
-    work(cfg, commands, out)
+    # The parent handles Ctrl-C; the child ends when told to, or when its parent is gone.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    box: list[Worker] = []
+    watchdog = threading.Thread(target=_watch_parent, args=(parent_pid, box, commands), daemon=True)
+    watchdog.start()
+    work(cfg, commands, out, on_worker=box.append)
     out.close()
     out.join_thread()
 
@@ -298,12 +429,12 @@ def run_headless(
     items: list[Frame | Event] = []
     pending = dict(commands or {})
     while run.alive:
-        new = run.drain()
+        new = [i for i in run.drain() if not isinstance(i, Ready)]
         items.extend(new)
         for step in sorted(pending):
             if run.step >= step:
                 for cmd in pending.pop(step):
                     getattr(run, cmd[0])(*cmd[1:])
         time.sleep(0.005)
-    items.extend(run.drain())
+    items.extend(i for i in run.drain() if not isinstance(i, Ready))
     return run, items

@@ -1,65 +1,37 @@
 """The run loop that owns an engine: commands in, frames out, recorder beside.
 
-It is host-agnostic: the same function runs in a thread of the app (``ThreadHost``)
-or in a child process (``ProcessHost``); it only needs two queue-like objects and
-plain-data messages. Nothing here touches Qt.
+It is host-agnostic: a :class:`Worker` runs in a thread of the app or in a child process
+(see ``dynlab.runner``); it only needs two queue-like objects and plain-data messages.
+Nothing here touches Qt.
 """
 
 from __future__ import annotations
 
 import queue
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynlab.engines.spec import Event, Param, SpecError, Stream
+from dynlab.engines.spec import Event, SpecError
 from dynlab.recording import Recorder, RecordingError
+from dynlab.source import Ready, RunState, Status
 
-# Run states, as the UI and CLI show them.
-IDLE, RUNNING, PAUSED, FINISHED, STOPPED, FAILED, DIVERGED = (
-    "idle",
-    "running",
-    "paused",
-    "finished",
-    "stopped",
-    "failed",
-    "diverged",
-)
-ENDED = (FINISHED, STOPPED, FAILED)
-
-
-@dataclass(frozen=True)
-class Status:
-    """A periodic report from the worker (plain data, crosses processes)."""
-
-    state: str
-    step: int
-    steps_per_second: float
-    device: str = ""
-    message: str = ""
-    recording: str = ""
-
-
-@dataclass(frozen=True)
-class Ready:
-    """Sent once the engine is built: what it emits and its final hyperparameters."""
-
-    streams: tuple[Stream, ...]
-    params: dict[str, Any]
-    device: str
-    param_specs: tuple[Param, ...] = ()
-    title: str = ""
-    paper: str = ""
+#: How long a worker blocked on a paused run waits for a command before it reports again.
+_IDLE_POLL_S = 0.1
 
 
 @dataclass
 class RunConfig:
-    """Everything the worker needs, as plain data (picklable for a child process)."""
+    """Everything the worker needs, as plain data (picklable for a child process).
+
+    ``steps`` is the total to run; ``None`` runs until stopped.
+    """
 
     engine: str
     params: dict[str, Any]
-    steps: int
+    steps: int | None
     seed: int = 0
     device: str = "auto"
     probes: dict[str, int] = field(default_factory=dict)
@@ -71,6 +43,7 @@ class RunConfig:
     start_paused: bool = False
     torch_threads: int | None = None
     status_interval: float = 0.25
+    pace: float = 0.0  # steps per second to hold; 0 = full speed
 
 
 def _put_display(out: Any, item: Any, must: bool = False) -> None:
@@ -81,219 +54,316 @@ def _put_display(out: Any, item: Any, must: bool = False) -> None:
         pass
 
 
-def work(cfg: RunConfig, commands: Any, out: Any) -> str:
-    """Run the engine until the steps are done or a stop command; return the final state.
+class _Recording:
+    """The recorder behind a lock, flushed on its own clock.
+
+    The worker writes from its loop; a small timer thread flushes pending rows every
+    ``flush_interval`` even when no new frame arrives, so an engine step that hangs still
+    leaves every row it produced on disk. :meth:`abandon` closes the file from any thread
+    (a host giving up on a hung engine).
+    """
+
+    def __init__(self, recorder: Recorder, on_error: Any) -> None:
+        self._rec: Recorder | None = recorder
+        self._lock = threading.Lock()
+        self._on_error = on_error
+        self._stop = threading.Event()
+        self._timer = threading.Thread(target=self._flush_loop, name="dynlab-flush", daemon=True)
+        self._timer.start()
+
+    def _call(self, method: str, *args: Any) -> None:
+        with self._lock:
+            if self._rec is None:
+                return
+            try:
+                getattr(self._rec, method)(*args)
+            except RecordingError as exc:
+                rec, self._rec = self._rec, None
+                rec.abort()
+                self._on_error(exc)
+
+    def write(self, frame: Any) -> None:
+        self._call("write", frame)
+
+    def event(self, ev: Event) -> None:
+        self._call("event", ev)
+
+    def _flush_loop(self) -> None:
+        interval = 0.5
+        while not self._stop.wait(interval):
+            with self._lock:
+                rec = self._rec
+                if rec is None:
+                    return
+                interval = max(0.05, rec.flush_interval / 2)
+                if time.monotonic() - rec.last_flush < rec.flush_interval:
+                    continue
+            self._call("flush")
+
+    def close(self, status: str) -> None:
+        self._stop.set()
+        with self._lock:
+            rec, self._rec = self._rec, None
+        if rec is not None:
+            rec.close(status)
+
+    def abandon(self, status: str = "interrupted") -> bool:
+        """Close the file now (from any thread); True if it was open."""
+        self._stop.set()
+        with self._lock:
+            rec, self._rec = self._rec, None
+            if rec is None:
+                return False
+            try:
+                rec.close(status)
+            except Exception:
+                rec.abort()
+            return True
+
+
+class Worker:
+    """Runs one engine until its steps are done or it is stopped.
 
     ``commands`` yields tuples: ``("pause",)``, ``("resume",)``, ``("step", n)``,
-    ``("set", name, value)``, ``("stop",)``, ``("continue_unrecorded",)``.
-    ``out`` receives ``Ready``, ``Frame``, ``Event`` and ``Status`` objects.
+    ``("set", name, value)``, ``("pace", steps_per_second)``, ``("stop",)``,
+    ``("continue_unrecorded",)``. ``out`` receives ``Ready``, ``Frame``, ``Event`` and
+    ``Status`` objects, all plain data.
     """
-    from dynlab.engines.base import Diverged, get_engine
 
-    if cfg.torch_threads:
-        import torch
+    def __init__(self, cfg: RunConfig, commands: Any, out: Any) -> None:
+        self.cfg, self.commands, self.out = cfg, commands, out
+        self.state = RunState.IDLE
+        self.engine: Any = None
+        self.recording: _Recording | None = None
+        self.step_budget = 0  # single steps allowed while paused
+        self.rate = 0.0
+        self._rate_t, self._rate_step = time.monotonic(), 0
+        self._last_status = 0.0
+        self._next_step_at = 0.0  # pace: when the next step may start
+        self._done = False
+        self._handlers = {
+            "pause": self._on_pause,
+            "resume": self._on_resume,
+            "step": self._on_step,
+            "set": self._on_set,
+            "pace": self._on_pace,
+            "stop": self._on_stop,
+            "continue_unrecorded": self._on_continue_unrecorded,
+        }
 
-        torch.set_num_threads(cfg.torch_threads)
-    recorder: Recorder | None = None
-    state = IDLE
-    engine = None
-    step_budget = 0  # single steps allowed while paused
-    rate, last_rate_t, last_rate_step = 0.0, time.monotonic(), 0
-    last_status = 0.0
-
-    def emit(ev: Event) -> None:
-        nonlocal recorder, state
-        if recorder is not None:
-            try:
-                recorder.event(ev)
-            except RecordingError as exc:
-                record_failed(exc)
-        _put_display(out, ev, must=True)
-
-    def record_failed(exc: Exception) -> None:
-        nonlocal recorder, state
-        rec, recorder = recorder, None
+    # ------------------------------------------------------------------ life cycle
+    def run(self) -> RunState:
+        """Build the engine, loop, and always close the recording; return the final state."""
         try:
-            if rec is not None and rec._f is not None:
-                try:  # the file may be unusable: close without another flush attempt
-                    rec._f.close()
-                except Exception:
-                    pass
-                rec._f = None
+            self._build()
+            self._loop()
+        except Exception as exc:  # the engine (or its set-up) raised: the run fails, the file survives
+            self.state = RunState.FAILED
+            message = f"{type(exc).__name__}: {exc}"
+            self.emit("failed", message=message, traceback=traceback.format_exc())
         finally:
-            state = PAUSED
-            ev = Event(engine.step_count if engine else 0, "record_error", {"message": str(exc)}, time.time())
-            _put_display(out, ev, must=True)
+            self._finish()
+        return self.state
 
-    def status(msg: str = "") -> None:
-        nonlocal last_status
-        last_status = time.monotonic()
-        _put_display(
-            out,
-            Status(state, engine.step_count if engine else 0, rate, cfg.device, msg, cfg.record or ""),
-            must=True,
-        )
+    def _build(self) -> None:
+        from dynlab.engines.base import get_engine
 
-    try:
+        cfg = self.cfg
+        if cfg.torch_threads:
+            import torch
+
+            torch.set_num_threads(cfg.torch_threads)
         cls = get_engine(cfg.engine)
-        engine = cls(cfg.params, seed=cfg.seed, device=cfg.device, probes=cfg.probes)
+        self.engine = engine = cls(cfg.params, seed=cfg.seed, device=cfg.device, probes=cfg.probes)
         cfg.device = engine.device
         if cfg.record:
-            recorder = Recorder(
-                cfg.record,
-                engine.streams,
-                {
-                    "engine": cls.spec.name,
-                    "engine_version": cls.spec.version,
-                    "preset": cfg.preset_text,
-                    "preset_name": cfg.preset_name,
-                    "seed": cfg.seed,
-                    "device": engine.device,
-                    "hyperparameters": engine.params,
-                    "steps_planned": cfg.steps,
-                },
-                flush_interval=cfg.flush_interval,
-            )
-        _put_display(
-            out,
-            Ready(
-                engine.streams,
-                dict(engine.params),
-                engine.device,
-                cls.spec.params,
-                cls.spec.title,
-                cls.spec.paper,
-            ),
-            must=True,
-        )
+            meta = {
+                "engine": cls.spec.name,
+                "engine_version": cls.spec.version,
+                "preset": cfg.preset_text,
+                "preset_name": cfg.preset_name,
+                "seed": cfg.seed,
+                "device": engine.device,
+                "hyperparameters": engine.params,
+                "steps_planned": cfg.steps if cfg.steps is not None else -1,
+            }
+            rec = Recorder(cfg.record, engine.streams, meta, flush_interval=cfg.flush_interval)
+            self.recording = _Recording(rec, self._record_failed)
+        specs = cls.spec.params
+        _put_display(self.out, Ready(engine.streams, dict(engine.params), engine.device, specs), must=True)
         engine.start()
-        state = PAUSED if cfg.start_paused else RUNNING
-        emit(
-            Event(
-                0, "start", {"engine": cls.spec.name, "seed": cfg.seed, "device": engine.device}, time.time()
-            )
-        )
-        status()
-        while True:
-            # --- commands, applied between two steps
-            block = state in (PAUSED, DIVERGED) and step_budget == 0
-            while True:
-                try:
-                    cmd = commands.get(block=block, timeout=0.1 if block else None)
-                except queue.Empty:
-                    if block:
-                        if time.monotonic() - last_status > 1.0:
-                            status()
-                        continue
-                    break
-                block = False
-                name = cmd[0]
-                if name == "stop":
-                    state = STOPPED
-                    break
-                if name == "pause" and state == RUNNING:
-                    state = PAUSED
-                    emit(Event(engine.step_count, "pause", {}, time.time()))
-                elif name == "resume" and state in (PAUSED, DIVERGED):
-                    state = RUNNING
-                    emit(Event(engine.step_count, "resume", {}, time.time()))
-                elif name == "step":
-                    step_budget += int(cmd[1])
-                elif name == "continue_unrecorded":
-                    state = RUNNING
-                    emit(
-                        Event(
-                            engine.step_count,
-                            "info",
-                            {"message": "continuing without recording"},
-                            time.time(),
-                        )
-                    )
-                elif name == "set":
-                    _, pname, value = cmd
-                    try:
-                        old, new = engine.set(pname, value)
-                    except SpecError as exc:
-                        emit(
-                            Event(
-                                engine.step_count,
-                                "refused",
-                                {"name": pname, "value": value, "message": str(exc)},
-                                time.time(),
-                            )
-                        )
-                    except Exception as exc:  # the engine raised applying it: rolled back
-                        emit(
-                            Event(
-                                engine.step_count,
-                                "refused",
-                                {"name": pname, "value": value, "message": f"engine rejected it: {exc!r}"},
-                                time.time(),
-                            )
-                        )
-                    else:
-                        emit(
-                            Event(
-                                engine.step_count, "set", {"name": pname, "old": old, "new": new}, time.time()
-                            )
-                        )
-                status()
-                if state in (PAUSED, DIVERGED) and step_budget == 0:
-                    block = True
-            if state == STOPPED:
-                break
-            if state in (PAUSED, DIVERGED) and step_budget == 0:
+        self.state = RunState.PAUSED if cfg.start_paused else RunState.RUNNING
+        self.emit("start", engine=cls.spec.name, seed=cfg.seed, device=engine.device)
+        self.status()
+
+    def _loop(self) -> None:
+        while not self._done:
+            self._apply_commands(block=self._holding())
+            if self._done:
+                return
+            if self._holding():
                 continue
-            if engine.step_count >= cfg.steps:
-                state = FINISHED
-                break
-            # --- one step
+            if self.cfg.steps is not None and self.engine.step_count >= self.cfg.steps:
+                self.state = RunState.FINISHED
+                return
+            if not self._wait_for_pace():
+                continue
+            self._one_step()
+
+    def _finish(self) -> None:
+        final = RunState.FINISHED if self.state is RunState.RUNNING else self.state
+        if self.engine is not None:
             try:
-                frame = engine.step()
-            except Diverged as exc:
-                emit(Event(exc.step, "diverged", {"message": str(exc), "stream": exc.what}, time.time()))
-                if cfg.on_diverge == "pause":
-                    state = DIVERGED
-                    step_budget = 0
-                    status(str(exc))
-                    continue
-                state = DIVERGED
-                break
-            if step_budget:
-                step_budget -= 1
-            events = engine.pop_events()
-            if recorder is not None:
-                try:
-                    recorder.write(frame)
-                except RecordingError as exc:
-                    record_failed(exc)
-            _put_display(out, frame)
-            for ev in events:
-                emit(ev)
-            now = time.monotonic()
-            if now - last_rate_t >= 0.5:
-                rate = (engine.step_count - last_rate_step) / (now - last_rate_t)
-                last_rate_t, last_rate_step = now, engine.step_count
-            if now - last_status >= cfg.status_interval:
-                status()
-    except Exception as exc:  # the engine (or its set-up) raised: the run fails, the file survives
-        tb = traceback.format_exc()
-        state = FAILED
-        step = engine.step_count if engine is not None else 0
-        emit(Event(step, "failed", {"message": f"{type(exc).__name__}: {exc}", "traceback": tb}, time.time()))
-    finally:
-        final = state if state != RUNNING else FINISHED
-        if engine is not None:
-            try:
-                emit(Event(engine.step_count, "end", {"status": final}, time.time()))
-                engine.close()
+                self.emit("end", status=final.value)
+                self.engine.close()
             except Exception:
                 pass
-        if recorder is not None:
+        if self.recording is not None:
             try:
-                recorder.close(final)
+                self.recording.close(final.value)
             except Exception as exc:
-                _put_display(out, Event(0, "record_error", {"message": str(exc)}, time.time()))
-        state = final
-        status()
-    return state
+                _put_display(self.out, Event(0, "record_error", {"message": str(exc)}, time.time()))
+        self.state = final
+        self.status()
+
+    # ------------------------------------------------------------------ the loop's parts
+    def _holding(self) -> bool:
+        return self.state.waiting and self.step_budget == 0
+
+    def _apply_commands(self, block: bool) -> None:
+        """Apply every queued command; when ``block``, wait for at least one."""
+        while True:
+            try:
+                cmd = self.commands.get(block=block, timeout=_IDLE_POLL_S if block else None)
+            except queue.Empty:
+                if not block:
+                    return
+                if time.monotonic() - self._last_status > 1.0:
+                    self.status()
+                return
+            handler = self._handlers.get(cmd[0])
+            if handler is not None:
+                handler(*cmd[1:])
+            self.status()
+            if self._done:
+                return
+            block = False
+
+    def _wait_for_pace(self) -> bool:
+        """Hold the requested pace; False when a command arrived while waiting."""
+        if self.cfg.pace <= 0:
+            return True
+        now = time.monotonic()
+        if now < self._next_step_at:
+            try:
+                cmd = self.commands.get(timeout=self._next_step_at - now)
+            except queue.Empty:
+                pass
+            else:
+                handler = self._handlers.get(cmd[0])
+                if handler is not None:
+                    handler(*cmd[1:])
+                self.status()
+                return False
+        self._next_step_at = max(now, self._next_step_at) + 1.0 / self.cfg.pace
+        return True
+
+    def _one_step(self) -> None:
+        from dynlab.engines.base import Diverged
+
+        engine = self.engine
+        try:
+            frame = engine.step()
+        except Diverged as exc:
+            self.emit("diverged", step=exc.step, message=str(exc), stream=exc.what)
+            self.state = RunState.DIVERGED
+            self.step_budget = 0
+            self._done = self.cfg.on_diverge != "pause"
+            self.status(str(exc))
+            return
+        if self.step_budget:
+            self.step_budget -= 1
+        if self.recording is not None:
+            self.recording.write(frame)
+        _put_display(self.out, frame)
+        for ev in engine.pop_events():
+            self._emit_event(ev)
+        now = time.monotonic()
+        if now - self._rate_t >= 0.5:
+            self.rate = (engine.step_count - self._rate_step) / (now - self._rate_t)
+            self._rate_t, self._rate_step = now, engine.step_count
+        if now - self._last_status >= self.cfg.status_interval:
+            self.status()
+
+    # ------------------------------------------------------------------ commands
+    def _on_pause(self) -> None:
+        if self.state is RunState.RUNNING:
+            self.state = RunState.PAUSED
+            self.emit("pause")
+
+    def _on_resume(self) -> None:
+        if self.state.waiting:
+            self.state = RunState.RUNNING
+            self._next_step_at = 0.0
+            self.emit("resume")
+
+    def _on_step(self, n: int) -> None:
+        self.step_budget += int(n)
+
+    def _on_pace(self, steps_per_second: float) -> None:
+        old, self.cfg.pace = self.cfg.pace, max(0.0, float(steps_per_second))
+        self._next_step_at = 0.0
+        self.emit("info", message=f"pace {_pace_text(old)} -> {_pace_text(self.cfg.pace)}")
+
+    def _on_stop(self) -> None:
+        self.state = RunState.STOPPED
+        self._done = True
+
+    def _on_continue_unrecorded(self) -> None:
+        self.state = RunState.RUNNING
+        self.emit("info", message="continuing without recording")
+
+    def _on_set(self, name: str, value: Any) -> None:
+        try:
+            old, new = self.engine.set(name, value)
+        except SpecError as exc:
+            self.emit("refused", name=name, value=value, message=str(exc))
+        except Exception as exc:  # the engine raised applying it: rolled back
+            self.emit("refused", name=name, value=value, message=f"engine rejected it: {exc!r}")
+        else:
+            self.emit("set", name=name, old=old, new=new)
+
+    # ------------------------------------------------------------------ output
+    def emit(self, kind: str, step: int | None = None, **payload: Any) -> None:
+        if step is None:
+            step = self.engine.step_count if self.engine is not None else 0
+        self._emit_event(Event(step, kind, payload, time.time()))
+
+    def _emit_event(self, ev: Event) -> None:
+        if self.recording is not None:
+            self.recording.event(ev)
+        _put_display(self.out, ev, must=True)
+
+    def _record_failed(self, exc: Exception) -> None:
+        """The file became unusable: drop it, pause, and let the user decide."""
+        self.recording = None
+        self.state = RunState.PAUSED
+        step = self.engine.step_count if self.engine is not None else 0
+        _put_display(self.out, Event(step, "record_error", {"message": str(exc)}, time.time()), must=True)
+
+    def status(self, message: str = "") -> None:
+        self._last_status = time.monotonic()
+        step = self.engine.step_count if self.engine is not None else 0
+        _put_display(self.out, Status(self.state, step, self.rate, self.cfg.device, message), must=True)
+
+
+def _pace_text(pace: float) -> str:
+    return "full speed" if pace <= 0 else f"{pace:g} steps/s"
+
+
+def work(cfg: RunConfig, commands: Any, out: Any, on_worker: Any = None) -> RunState:
+    """Run a :class:`Worker` to the end; ``on_worker`` receives it first (hosts keep a handle)."""
+    worker = Worker(cfg, commands, out)
+    if on_worker is not None:
+        on_worker(worker)
+    return worker.run()

@@ -23,7 +23,7 @@ def window(qtbot, tmp_path, monkeypatch):
     yield win
     win.close()
     assert not win.workspace.timer.isActive(), "display timer left running"
-    assert all(not s.run.alive for s in win.workspace._live()), "worker left running"
+    assert all(not s.alive for s in win.workspace.steerable()), "worker left running"
 
 
 def running(win, qtbot, preset=None, frames=30):
@@ -58,7 +58,7 @@ def test_live_run_fills_views_and_ui_answers(window, qtbot):
     img = ws.views[0].grab().toImage()
     assert img.width() > 100
     ws.pause_resume()
-    qtbot.waitUntil(lambda: ws._live()[0].state == "paused", timeout=10_000)
+    qtbot.waitUntil(lambda: ws.steerable()[0].state == "paused", timeout=10_000)
     assert window.workspace.controls.step.isEnabled()
 
 
@@ -88,7 +88,7 @@ def test_divergence_pauses_and_reports(window, qtbot, tmp_path):
     path.write_text(presets.load("quadratic").text.replace("lr = 0.1", "lr = 0.5"))
     assert window.open_preset(str(path), start=True)
     ws = window.workspace
-    qtbot.waitUntil(lambda: ws._live() and ws._live()[0].state == "diverged", timeout=60_000)
+    qtbot.waitUntil(lambda: ws.steerable() and ws.steerable()[0].state == "diverged", timeout=60_000)
     assert "diverged" in ws.last_error
     assert any(e.kind == "diverged" for e in ws.events)
 
@@ -103,9 +103,9 @@ def test_broken_preset_shows_a_dialog_and_app_stays_up(window, tmp_path):
 
 def test_replay_drives_every_view_to_the_same_step(window, qtbot):
     ws = running(window, qtbot, frames=200)
-    rec = ws._live()[0].record
+    rec = ws.steerable()[0].recording
     ws.stop()
-    qtbot.waitUntil(lambda: ws._live()[0].state == "stopped", timeout=20_000)
+    qtbot.waitUntil(lambda: ws.steerable()[0].state == "stopped", timeout=20_000)
     ws.close_sources()
     assert window.open_replay(rec)
     assert window.workspace.timeline.isVisible()
@@ -115,11 +115,11 @@ def test_replay_drives_every_view_to_the_same_step(window, qtbot):
     ws.seek(50)
     assert {v.cursor for v in ws.views} == {50}
     ws.toggle_play()
-    c = ws._player().cursor
-    qtbot.waitUntil(lambda: ws._player().cursor > c, timeout=10_000)
+    c = ws.seekable().cursor
+    qtbot.waitUntil(lambda: ws.seekable().cursor > c, timeout=10_000)
     ws.toggle_play()
     ws._tick()
-    assert {v.cursor for v in ws.views} == {ws._player().cursor}
+    assert {v.cursor for v in ws.views} == {ws.seekable().cursor}
 
 
 def test_bad_recording_shows_a_dialog(window, tmp_path):
@@ -140,7 +140,7 @@ def test_two_seeds_overlaid(window, qtbot):
 
 def test_closing_the_window_stops_workers(window, qtbot):
     ws = running(window, qtbot)
-    runs = [s.run for s in ws._live()]
+    runs = [s for s in ws.steerable()]
     window.close()
     assert all(not r.alive for r in runs)
     assert not ws.timer.isActive()
@@ -157,7 +157,7 @@ def test_export_replay_mp4(window, qtbot, tmp_path):
     from dynlab.ui.export import export_replay_mp4
 
     ws = running(window, qtbot, frames=100)
-    rec = ws._live()[0].record
+    rec = ws.steerable()[0].recording
     ws.close_sources()
     assert window.open_replay(rec)
     out = tmp_path / "r.mp4"
@@ -186,10 +186,10 @@ def test_record_error_asks_and_can_continue_unrecorded(window, qtbot, monkeypatc
     qtbot.waitUntil(lambda: "No space left" in ws.last_error, timeout=60_000)
     box = ws._dialog
     assert "Continue without recording?" in box.text()
-    qtbot.waitUntil(lambda: ws._live()[0].state == "paused", timeout=20_000)
-    s = ws._live()[0].step
+    qtbot.waitUntil(lambda: ws.steerable()[0].state == "paused", timeout=20_000)
+    s = ws.steerable()[0].step
     box.done(QtWidgets.QMessageBox.StandardButton.Yes)
-    qtbot.waitUntil(lambda: ws._live()[0].step > s + 10, timeout=20_000)
+    qtbot.waitUntil(lambda: ws.steerable()[0].step > s + 10, timeout=20_000)
     assert window.isVisible()
 
 

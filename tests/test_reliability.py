@@ -102,7 +102,7 @@ def test_replay_needs_only_the_data_not_the_engine(tmp_path):
     p = Player(str(path))
     items = p.step_by(100)
     assert sum(isinstance(i, Frame) for i in items) == 50
-    assert p.recording.engine == "an-engine-from-the-future"
+    assert p.file.engine == "an-engine-from-the-future"
     p.close()
 
 

@@ -33,7 +33,7 @@ def export_replay_mp4(
     """
     import imageio.v2 as imageio
 
-    player = workspace._player()
+    player = workspace.seekable()
     if player is None:
         raise ValueError("export to MP4 needs a replay (File → Open recording)")
     first, last = player.first, player.last

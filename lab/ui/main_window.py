@@ -93,7 +93,7 @@ class MainWindow(QtWidgets.QMainWindow):
             sc.setContext(QtCore.Qt.ShortcutContext.WindowShortcut)
             sc.activated.connect(slot)
 
-        key("Space", lambda: ws.toggle_play() if ws._player() else ws.pause_resume())
+        key("Space", lambda: ws.toggle_play() if ws.seekable() else ws.pause_resume())
         key("Right", ws.next_event)
         key("Left", ws.prev_event)
         key("]", ws.faster)
@@ -174,7 +174,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def export_mp4(self) -> None:
         from dynlab.ui.export import export_replay_mp4
 
-        if self.workspace._player() is None:
+        if self.workspace.seekable() is None:
             self.show_error(
                 "Export to MP4",
                 "Open a recording first (File → Open recording); the MP4 is made from its replay.",

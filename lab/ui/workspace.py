@@ -1,8 +1,10 @@
 """The workspace: one experiment's views, controls, parameters and event log.
 
-It owns the sources (live runs or a replay) and one display timer. Each tick it drains
-every source, pushes the frames to the views (cheap appends) and redraws each view
-once — the data rate and the draw rate are separate, as DESIGN.md asks.
+It owns the sources and one display timer. A source is anything behind the Qt-free
+``dynlab.source.Source`` protocol (a live run in a thread or a child process, a replayed
+recording, ...): the workspace never asks which kind it holds, only which controls it
+supports. Each tick it drains every source, pushes the frames to the views (cheap
+appends) and redraws each view once — the data rate and the draw rate are separate.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from PySide6 import QtCore, QtWidgets
 from dynlab.frames import Event, Frame, Stream
 from dynlab.player import Player
 from dynlab.presets import Preset, PresetError, ViewSpec, parse
+from dynlab.runner import Run, default_host
+from dynlab.source import Control, Item, Ready, RunState, Source
 from dynlab.ui.controls import RunControls, Timeline
 from dynlab.ui.params import ParameterPanel
-from dynlab.ui.sources import LiveSource, ReplaySource, default_host
 
 DISPLAY_HZ = 30
 #: Wall time one display tick may spend redrawing views (the rest wait for the next tick).
@@ -68,7 +71,7 @@ class Workspace(QtWidgets.QWidget):
         super().__init__(parent)
         self.host = host or default_host()
         self.preset: Preset | None = None
-        self.sources: dict[str, LiveSource | ReplaySource] = {}
+        self.sources: dict[str, Source] = {}
         self.views: list[Any] = []
         self.events: list[Event] = []
         self.overrides: dict[str, Any] = {}
@@ -82,6 +85,7 @@ class Workspace(QtWidgets.QWidget):
         #: newest value of every stream, per run (for the status bar and tests)
         self.last_values: dict[str, dict[str, Any]] = {}
         self._next_view = 0
+        self._param_specs: dict[str, Any] = {}
 
         self.header = QtWidgets.QLabel()
         self.header.setWordWrap(True)
@@ -162,17 +166,16 @@ class Workspace(QtWidgets.QWidget):
         self.params.setVisible(True)
         self.timeline.setVisible(False)
         self._show_spec_before_start()
-        self.controls.set_state("idle")
+        self.controls.set_state(RunState.IDLE)
         self.placeholder.setText("Press Start to train." if not start else "Starting the engine…")
         if start:
             self.start()
 
     def _show_spec_before_start(self) -> None:
         """Fill the parameter panel from the preset's values; specs arrive with the run."""
-        specs = getattr(self, "_param_specs", {})
-        if specs:
-            vals = {n: self.preset.hyperparameters.get(n, p.default) for n, p in specs.items()}
-            self.params.set_specs(specs, vals | self.overrides)
+        if self._param_specs and self.preset is not None:
+            vals = {n: self.preset.hyperparameters.get(n, p.default) for n, p in self._param_specs.items()}
+            self.params.set_specs(self._param_specs, vals | self.overrides)
 
     def open_replay(self, path: str) -> None:
         """Replay a recording through the same views (raises RecordingError on a bad file)."""
@@ -180,28 +183,42 @@ class Workspace(QtWidgets.QWidget):
         self.close_sources()
         try:
             preset = parse(player.preset_text, name=Path(path).stem, path=path, check_engine=False)
-            views = preset.views
             title, paper = preset.title, preset.paper
         except PresetError:
-            preset, views = None, ()
+            preset = None
             title, paper = Path(path).name, ""
         self.preset = preset
-        attrs = player.recording.attrs
+        attrs = player.file.attrs
         self.header.setText(
             f"<b style='font-size:13pt'>Replay: {html.escape(title)}</b><br>"
             f"<span style='color:#555'>{html.escape(paper)}</span><br>"
-            f"<span style='font-size:9pt'>{html.escape(Path(path).name)} — engine {html.escape(str(attrs.get('engine')))}, "
-            f"seed {attrs.get('seed')}, {html.escape(str(attrs.get('status')))}</span>"
+            f"<span style='font-size:9pt'>{html.escape(Path(path).name)} — engine "
+            f"{html.escape(str(attrs.get('engine')))}, seed {html.escape(str(attrs.get('seed')))}, "
+            f"{html.escape(str(attrs.get('status')))}</span>"
         )
-        self.controls.setVisible(False)
-        self.params.setVisible(False)
-        src = ReplaySource(player, "", "", path)
-        self.sources[""] = src
-        self._build_views(views or default_views(player.streams), {s.name: s for s in player.streams})
-        self.timeline.setVisible(True)
+        self._add_source("", player)
+        self._tick()  # hands over Ready: the views are built before the first seek
         self.timeline.set_range(player.first, player.last)
         self.seek(player.last)  # open on the full picture; Space plays from the start
         self.timer.start()
+
+    # ------------------------------------------------------------------ sources
+    def _add_source(self, run_id: str, src: Source) -> None:
+        self.sources[run_id] = src
+        steerable = Control.SET in src.controls
+        self.controls.setVisible(steerable)
+        self.params.setVisible(steerable)
+        self.timeline.setVisible(Control.SEEK in src.controls)
+        for v in self.views:
+            v.add_run(run_id, src.label)
+
+    def steerable(self) -> list[Source]:
+        """The sources that take live commands (pause, step, set...)."""
+        return [s for s in self.sources.values() if Control.SET in s.controls]
+
+    def seekable(self) -> Source | None:
+        """The source that drives the timeline (a recording), if any."""
+        return next((s for s in self.sources.values() if Control.SEEK in s.controls), None)
 
     # ------------------------------------------------------------------ live control
     def start(self) -> None:
@@ -213,36 +230,37 @@ class Workspace(QtWidgets.QWidget):
         self._launch("", preset, label="")
         self.timer.start()
 
-    def _launch(self, run_id: str, preset: Preset, label: str) -> LiveSource:
+    def _launch(self, run_id: str, preset: Preset, label: str) -> Source:
         record = None
         if self.controls.record.isChecked():
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             record = str(recordings_dir() / f"{preset.name}-{stamp}-seed{preset.seed}.h5")
-        src = LiveSource(preset, run_id, label, record=record, host=self.host)
+        threads = max(1, (os.cpu_count() or 2) - 1) if self.host == "process" else None
+        src = Run(
+            preset, record=record, host=self.host, on_diverge="pause", torch_threads=threads, label=label
+        )
         try:
             src.start()
         except Exception as exc:  # bad device etc.: one line, the app stays up
             self._error("Could not start the run", str(exc))
             raise
-        self.sources[run_id] = src
-        for v in self.views:
-            v.add_run(run_id, label)
+        self._add_source(run_id, src)
         return src
 
     def pause_resume(self) -> None:
-        for src in self._live():
-            if src.state in ("paused", "diverged"):
-                src.run.resume()
-            elif src.state in ("running", "starting"):
-                src.run.pause()
+        for src in self.sources.values():
+            if Control.RESUME in src.controls and src.state.waiting:
+                src.resume()
+            elif Control.PAUSE in src.controls and src.state in (RunState.RUNNING, RunState.STARTING):
+                src.pause()
 
     def single_step(self) -> None:
-        for src in self._live():
-            src.run.single_step(1)
+        for src in self.steerable():
+            src.single_step(1)
 
     def stop(self) -> None:
-        for src in self._live():
-            src.run.stop()
+        for src in self.steerable():
+            src.stop()
 
     def restart(self) -> None:
         """Restart from scratch with the next seed."""
@@ -256,24 +274,25 @@ class Workspace(QtWidgets.QWidget):
         seed = self._seed + len(self.sources)
         first = self.sources.get("")
         if first is not None and len(self.sources) == 1:
+            first.label = f"seed {self._seed}"
             for v in self.views:
-                v.add_run("", f"seed {self._seed}")
+                v.add_run("", first.label)
         preset = self.preset.with_overrides(seed=seed, hyperparameters=dict(self.overrides))
         self._launch(f"seed{seed}", preset, f"seed {seed}")
 
     def set_param(self, name: str, value: Any) -> None:
         """Apply a hyperparameter change: live to every running run, else for the next start."""
-        live = [s for s in self._live() if s.state not in ("finished", "stopped", "failed")]
+        live = [s for s in self.steerable() if not s.state.ended]
         if not live:
             self.overrides[name] = value
             return
+        old = live[0].params.get(name)
         for src in live:
             try:
-                old = src.run.params.get(name)
-                src.run.set(name, value)
+                src.set(name, value)
             except ValueError as exc:
                 self._error("Change refused", str(exc))
-                self.params.set_value(name, src.run.params.get(name))
+                self.params.set_value(name, src.params.get(name))
                 return
         self.undo_stack.append((name, old))
         self.params.undo_button.setEnabled(True)
@@ -283,60 +302,57 @@ class Workspace(QtWidgets.QWidget):
         if not self.undo_stack:
             return
         name, old = self.undo_stack.pop()
-        for src in self._live():
-            src.run.set(name, old)
+        for src in self.steerable():
+            src.set(name, old)
         self.params.set_value(name, old)
         self.params.undo_button.setEnabled(bool(self.undo_stack))
 
     def _on_param_edited(self, name: str, value: Any) -> None:
         self.set_param(name, value)
 
-    def _live(self) -> list[LiveSource]:
-        return [s for s in self.sources.values() if isinstance(s, LiveSource) and s.run is not None]
-
     # ------------------------------------------------------------------ replay control
-    def _player(self) -> Player | None:
-        src = self.sources.get("")
-        return src.player if isinstance(src, ReplaySource) else None
-
     def seek(self, step: int) -> None:
-        p = self._player()
-        if p is None:
+        src = self.seekable()
+        if src is None:
             return
-        items = p.seek(step)
+        items = src.seek(step)
         for v in self.views:
             v.clear()
         self.log.clear()
         self.events.clear()
         self._deliver("", items)
         for v in self.views:
-            v.set_cursor(p.cursor)
+            v.set_cursor(src.step)
             v.refresh()
         self._update_status()
 
     def toggle_play(self) -> None:
-        p = self._player()
-        if p is not None:
-            if not p.playing and p.cursor >= p.last:
-                self.seek(p.first - 1)
-            p.toggle()
+        src = self.seekable()
+        if src is None:
+            return
+        if src.state is RunState.PLAYING:
+            src.pause()
+            return
+        if src.state is RunState.FINISHED or src.step >= src.total_steps:
+            self.seek(-1)
+        src.resume()
 
     def faster(self) -> None:
-        if (p := self._player()) is not None:
-            p.faster()
+        if (src := self.seekable()) is not None:
+            src.faster()
 
     def slower(self) -> None:
-        if (p := self._player()) is not None:
-            p.slower()
+        if (src := self.seekable()) is not None:
+            src.slower()
 
     def next_event(self) -> None:
-        p = self._player()
-        if p is not None and (s := p.next_event_step()) is not None:
+        src = self.seekable()
+        if src is not None and (s := src.next_event_step()) is not None:
             self.seek(s)
 
     def prev_event(self) -> None:
-        p = self._player()
-        if p is not None and (s := p.prev_event_step()) is not None:
+        src = self.seekable()
+        if src is not None and (s := src.prev_event_step()) is not None:
             self.seek(s)
 
     # ------------------------------------------------------------------ the display tick
@@ -344,24 +360,27 @@ class Workspace(QtWidgets.QWidget):
         self.ticks += 1
         for run_id, src in list(self.sources.items()):
             items = src.drain()
-            if not self.views and src.streams:
-                views = self.preset.views if self.preset and self.preset.views else default_views(src.streams)
-                self._build_views(views, {s.name: s for s in src.streams})
-                if isinstance(src, LiveSource):
-                    self._param_specs = dict(src.run.param_specs)
-                    self.params.set_specs(self._param_specs, src.run.params)
-                for rid, other in self.sources.items():
-                    if rid:
-                        for v in self.views:
-                            v.add_run(rid, other.label)
             if items:
                 self._deliver(run_id, items)
-        p = self._player()
-        if p is not None:
+        seekable = self.seekable()
+        if seekable is not None:
             for v in self.views:
-                v.set_cursor(p.cursor)
+                v.set_cursor(seekable.step)
         self._refresh_within_budget()
         self._update_status()
+
+    def _on_ready(self, run_id: str, ready: Ready) -> None:
+        """A source knows its streams: build the views once, fill the parameter panel."""
+        if not self.views:
+            views = self.preset.views if self.preset and self.preset.views else default_views(ready.streams)
+            self._build_views(views, {s.name: s for s in ready.streams})
+            for rid, other in self.sources.items():
+                if rid:
+                    for v in self.views:
+                        v.add_run(rid, other.label)
+        if ready.param_specs and not self._param_specs:
+            self._param_specs = {p.name: p for p in ready.param_specs}
+            self.params.set_specs(self._param_specs, dict(ready.params))
 
     def _refresh_within_budget(self) -> None:
         """Redraw views round-robin until this tick's time budget is spent.
@@ -382,7 +401,9 @@ class Workspace(QtWidgets.QWidget):
             if time.perf_counter() > deadline:
                 break
 
-    def _deliver(self, run_id: str, items: Sequence[Frame | Event]) -> None:
+    def _deliver(self, run_id: str, items: Sequence[Item]) -> None:
+        for ready in (i for i in items if isinstance(i, Ready)):
+            self._on_ready(run_id, ready)
         frames = [i for i in items if isinstance(i, Frame)]
         self.frames_seen += len(frames)
         latest = self.last_values.setdefault(run_id, {})
@@ -412,8 +433,10 @@ class Workspace(QtWidgets.QWidget):
         if ev.kind == "set":
             self.params.set_value(ev.payload["name"], ev.payload["new"])
         key = (run_id, ev.step, ev.kind)
-        replay = isinstance(self.sources.get(run_id), ReplaySource)
-        if replay or key in self._reported:
+        src = self.sources.get(run_id)
+        # A recording's events are history: shown in the log and on the axes, never as dialogs.
+        history = src is None or Control.SEEK in src.controls
+        if history or key in self._reported:
             return
         if ev.kind == "failed":
             self._reported.add(key)
@@ -430,10 +453,8 @@ class Workspace(QtWidgets.QWidget):
         elif ev.kind == "record_error":
             self._reported.add(key)
             self._ask_continue_unrecorded(run_id, ev.payload.get("message", ""))
-        elif ev.kind == "end":
-            src = self.sources.get(run_id)
-            if isinstance(src, LiveSource) and src.record:
-                self.recorded.emit(src.record)
+        elif ev.kind == "end" and src.recording:
+            self.recorded.emit(src.recording)
 
     def _ask_continue_unrecorded(self, run_id: str, message: str) -> None:
         box = QtWidgets.QMessageBox(
@@ -447,12 +468,12 @@ class Workspace(QtWidgets.QWidget):
 
         def done(result: int) -> None:
             src = self.sources.get(run_id)
-            if not isinstance(src, LiveSource):
+            if src is None or Control.CONTINUE_UNRECORDED not in src.controls:
                 return
             if result == QtWidgets.QMessageBox.StandardButton.Yes:
-                src.run.continue_unrecorded()
+                src.continue_unrecorded()
             else:
-                src.run.stop()
+                src.stop()
 
         box.finished.connect(done)
         box.open()
@@ -469,23 +490,26 @@ class Workspace(QtWidgets.QWidget):
         parts = []
         for src in self.sources.values():
             who = f"{src.label}: " if src.label else ""
+            state = f"replay: {src.state}" if Control.SEEK in src.controls else src.state
             parts.append(
-                f"{who}{src.state} · step {src.step:,} · {src.steps_per_second:,.1f} steps/s · {src.device}"
+                f"{who}{state} · step {src.step:,} · {src.steps_per_second:,.1f} steps/s · {src.device}"
             )
         self.status.emit("   |   ".join(parts))
-        live = self._live()
+        live = self.steerable()
         if live:
             states = {s.state for s in live}
             main = (
-                next(iter(states))
+                states.pop()
                 if len(states) == 1
-                else ("running" if "running" in states else live[0].state)
+                else (RunState.RUNNING if RunState.RUNNING in states else live[0].state)
             )
             self.controls.set_state(main)
-            self.params.set_running(main in ("running", "paused", "diverged", "starting"))
-        p = self._player()
-        if p is not None:
-            self.timeline.show_state(max(p.cursor, p.first), p.last, p.playing, p.speed)
+            self.params.set_running(main in (RunState.RUNNING, RunState.STARTING) or main.waiting)
+        src = self.seekable()
+        if src is not None:
+            self.timeline.show_state(
+                max(src.step, src.first), src.last, src.state is RunState.PLAYING, src.speed
+            )
 
     # ------------------------------------------------------------------ views
     def _build_views(self, views: Sequence[ViewSpec], streams: dict[str, Stream]) -> None:
