@@ -136,6 +136,21 @@ class Source(Protocol):
     def close(self) -> Any: ...
 
 
+@runtime_checkable
+class Seekable(Source, Protocol):
+    """A source with :attr:`Control.SEEK`: a recording with a cursor the timeline moves."""
+
+    first: int
+    last: int
+    speed: float
+
+    def seek(self, step: int) -> list[Item]: ...
+    def faster(self) -> float: ...
+    def slower(self) -> float: ...
+    def next_event_step(self, after: int | None = None) -> int | None: ...
+    def prev_event_step(self, before: int | None = None) -> int | None: ...
+
+
 def require(source: Source, control: Control) -> None:
     """Raise :class:`UnsupportedControl` unless ``source`` supports ``control``."""
     if control not in source.controls:

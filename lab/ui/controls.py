@@ -1,8 +1,41 @@
-"""Run controls (start, pause/resume, step, stop, restart, add a run) and the replay timeline."""
+"""Run controls (start, pause/resume, step, stop, restart, add a run, pace) and the replay timeline."""
 
 from __future__ import annotations
 
-from PySide6 import QtCore, QtWidgets
+import math
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from dynlab.source import RunState
+
+#: Paces offered for a live run, in steps per second (0 = as fast as the machine goes).
+PACES = (0.0, 100.0, 30.0, 10.0, 3.0, 1.0)
+
+
+class _NoWheelCombo(QtWidgets.QComboBox):
+    """A combo box the mouse wheel changes only when it has focus (scrolling the panel never does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFocusPolicy(QtCore.Qt.FocusPolicy.StrongFocus)
+
+    def wheelEvent(self, event: QtGui.QWheelEvent) -> None:  # noqa: N802 - Qt API
+        if self.hasFocus():
+            super().wheelEvent(event)
+        else:
+            event.ignore()
+
+
+def format_eta(seconds: float) -> str:
+    """``12 s``, ``4 min 05 s``, ``2 h 03 min``; an em dash when unknown."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return "—"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 class RunControls(QtWidgets.QGroupBox):
@@ -14,6 +47,7 @@ class RunControls(QtWidgets.QGroupBox):
     stop_clicked = QtCore.Signal()
     restart_clicked = QtCore.Signal()
     add_run_clicked = QtCore.Signal()
+    pace_changed = QtCore.Signal(float)
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__("Run", parent)
@@ -44,25 +78,58 @@ class RunControls(QtWidgets.QGroupBox):
         self.record = QtWidgets.QCheckBox("Record to HDF5")
         self.record.setChecked(True)
         self.record.setToolTip("Write every frame and event to a recording you can replay")
+        self.until_stopped = QtWidgets.QCheckBox("Until stopped")
+        self.until_stopped.setToolTip("Ignore the preset's step count: train until you press Stop")
+        self.pace = _NoWheelCombo()
+        for p in PACES:
+            self.pace.addItem("Full speed" if p == 0 else f"{p:g} steps/s", p)
+        self.pace.setToolTip("Pace of a live run: slow motion for a talk, or full speed")
+        self.pace.currentIndexChanged.connect(lambda i: self.pace_changed.emit(float(self.pace.itemData(i))))
+        self.progress = QtWidgets.QProgressBar()
+        self.progress.setTextVisible(True)
+        self.progress.setFormat("step %v / %m")
+        self.eta = QtWidgets.QLabel("")
         grid = QtWidgets.QGridLayout(self)
         for i, b in enumerate((self.start, self.pause, self.step, self.stop, self.restart, self.add_run)):
             grid.addWidget(b, i // 2, i % 2)
-        grid.addWidget(self.record, 3, 0, 1, 2)
-        self.set_state("idle")
+        grid.addWidget(self.record, 3, 0)
+        grid.addWidget(self.until_stopped, 3, 1)
+        grid.addWidget(QtWidgets.QLabel("Pace"), 4, 0)
+        grid.addWidget(self.pace, 4, 1)
+        grid.addWidget(self.progress, 5, 0, 1, 2)
+        grid.addWidget(self.eta, 6, 0, 1, 2)
+        self.set_state(RunState.IDLE)
 
-    def set_state(self, state: str) -> None:
+    @property
+    def pace_value(self) -> float:
+        return float(self.pace.currentData() or 0.0)
+
+    def show_progress(self, step: int, total: int, rate: float) -> None:
+        """``step / total`` and an ETA from the measured rate; a busy bar when running until stopped."""
+        if total <= 0:
+            self.progress.setRange(0, 0)
+            self.eta.setText(f"step {step:,} · until stopped")
+            return
+        self.progress.setRange(0, total)
+        self.progress.setValue(min(step, total))
+        left = (total - step) / rate if rate > 0 else float("nan")
+        self.eta.setText(f"ETA {format_eta(left)}" if step < total else "done")
+
+    def set_state(self, state: RunState) -> None:
         """Enable what makes sense in ``state`` (idle, running, paused, diverged, ended...)."""
-        running = state in ("running", "starting")
-        paused = state in ("paused", "diverged")
-        ended = state in ("finished", "stopped", "failed")
-        self.start.setEnabled(state in ("idle",) or ended)
+        state = RunState(state)
+        running = state in (RunState.RUNNING, RunState.STARTING)
+        paused = state.waiting
+        ended = state.ended
+        self.start.setEnabled(state is RunState.IDLE or ended)
         self.pause.setEnabled(running or paused)
         self.pause.setText("Resume" if paused else "Pause")
         self.step.setEnabled(paused)
         self.stop.setEnabled(running or paused)
-        self.restart.setEnabled(state != "idle")
-        self.add_run.setEnabled(state != "idle")
-        self.record.setEnabled(state == "idle" or ended)
+        self.restart.setEnabled(state is not RunState.IDLE)
+        self.add_run.setEnabled(state is not RunState.IDLE)
+        self.record.setEnabled(state is RunState.IDLE or ended)
+        self.until_stopped.setEnabled(state is RunState.IDLE or ended)
 
 
 class Timeline(QtWidgets.QWidget):

@@ -26,7 +26,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setWindowTitle("dynlab — live training dynamics")
         self.settings = settings or QtCore.QSettings("dynlab", "dynlab")
         self.gallery = Gallery()
-        self.workspace = Workspace(host=host)
+        self.workspace = Workspace(host=host, settings=self.settings)
         self.pages = QtWidgets.QStackedWidget()
         self.pages.addWidget(self.gallery)
         self.pages.addWidget(self.workspace)

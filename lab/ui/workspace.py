@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from PySide6 import QtCore, QtWidgets
 
@@ -23,9 +23,10 @@ from dynlab.frames import Event, Frame, Stream
 from dynlab.player import Player
 from dynlab.presets import Preset, PresetError, ViewSpec, parse
 from dynlab.runner import Run, default_host
-from dynlab.source import Control, Item, Ready, RunState, Source
+from dynlab.source import Control, Item, Ready, RunState, Seekable, Source
 from dynlab.ui.controls import RunControls, Timeline
 from dynlab.ui.params import ParameterPanel
+from dynlab.ui.viewarea import ViewArea
 
 DISPLAY_HZ = 30
 #: Wall time one display tick may spend redrawing views (the rest wait for the next tick).
@@ -67,7 +68,13 @@ class Workspace(QtWidgets.QWidget):
     error = QtCore.Signal(str, str)
     recorded = QtCore.Signal(str)
 
-    def __init__(self, parent: QtWidgets.QWidget | None = None, *, host: str | None = None) -> None:
+    def __init__(
+        self,
+        parent: QtWidgets.QWidget | None = None,
+        *,
+        host: str | None = None,
+        settings: QtCore.QSettings | None = None,
+    ) -> None:
         super().__init__(parent)
         self.host = host or default_host()
         self.preset: Preset | None = None
@@ -106,21 +113,14 @@ class Workspace(QtWidgets.QWidget):
         self.left_scroll.setWidgetResizable(True)
         self.left_scroll.setMinimumWidth(290)
 
-        self.grid_host = QtWidgets.QWidget()
-        self.grid = QtWidgets.QGridLayout(self.grid_host)
-        self.grid.setSpacing(6)
-        self.placeholder = QtWidgets.QLabel("Starting the engine…")
-        self.placeholder.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
-        self.grid.addWidget(self.placeholder, 0, 0)
-        view_scroll = QtWidgets.QScrollArea()
-        view_scroll.setWidget(self.grid_host)
-        view_scroll.setWidgetResizable(True)
+        self.area = ViewArea(settings=settings)
+        self.grid_host = self.area  # what exports grab
         self.timeline = Timeline()
         self.timeline.setVisible(False)
         right = QtWidgets.QWidget()
         rl = QtWidgets.QVBoxLayout(right)
         rl.setContentsMargins(0, 0, 0, 0)
-        rl.addWidget(view_scroll, 1)
+        rl.addWidget(self.area, 1)
         rl.addWidget(self.timeline)
         self.splitter = QtWidgets.QSplitter()
         self.splitter.addWidget(self.left_scroll)
@@ -137,6 +137,7 @@ class Workspace(QtWidgets.QWidget):
         self.controls.stop_clicked.connect(self.stop)
         self.controls.restart_clicked.connect(self.restart)
         self.controls.add_run_clicked.connect(self.add_seed)
+        self.controls.pace_changed.connect(self.set_pace)
         self.params.edited.connect(self._on_param_edited)
         self.params.undo_requested.connect(self.undo)
         self.timeline.seek.connect(self.seek)
@@ -167,7 +168,7 @@ class Workspace(QtWidgets.QWidget):
         self.timeline.setVisible(False)
         self._show_spec_before_start()
         self.controls.set_state(RunState.IDLE)
-        self.placeholder.setText("Press Start to train." if not start else "Starting the engine…")
+        self.area.placeholder.setText("Press Start to train." if not start else "Starting the engine…")
         if start:
             self.start()
 
@@ -216,9 +217,38 @@ class Workspace(QtWidgets.QWidget):
         """The sources that take live commands (pause, step, set...)."""
         return [s for s in self.sources.values() if Control.SET in s.controls]
 
-    def seekable(self) -> Source | None:
-        """The source that drives the timeline (a recording), if any."""
-        return next((s for s in self.sources.values() if Control.SEEK in s.controls), None)
+    def seekables(self) -> dict[str, Seekable]:
+        """The sources the timeline drives (recordings), by run id."""
+        return {rid: cast(Seekable, s) for rid, s in self.sources.items() if Control.SEEK in s.controls}
+
+    def seekable(self) -> Seekable | None:
+        """The first recording the timeline drives, if any."""
+        return next(iter(self.seekables().values()), None)
+
+    def add_replay(self, path: str) -> str:
+        """Overlay another recording on the open one: its series join every view that shows its streams.
+
+        Runs are aligned by step and each gets its own colour; the legend names the file.
+        Returns the run id given to it.
+        """
+        if not self.seekables():
+            self.open_replay(path)
+            return ""
+        player = Player(path, label=Path(path).stem)
+        run_id = player.label
+        while run_id in self.sources:
+            run_id += "'"
+        first = self.sources[""]
+        if not first.label:
+            first.label = Path(first.recording or "run").stem
+            for v in self.views:
+                v.add_run("", first.label)
+        player.drain()  # its Ready: the views already exist
+        self._add_source(run_id, player)
+        spans = self.seekables().values()
+        self.timeline.set_range(min(s.first for s in spans), max(s.last for s in spans))
+        self.seek(max(s.last for s in spans))
+        return run_id
 
     # ------------------------------------------------------------------ live control
     def start(self) -> None:
@@ -237,7 +267,14 @@ class Workspace(QtWidgets.QWidget):
             record = str(recordings_dir() / f"{preset.name}-{stamp}-seed{preset.seed}.h5")
         threads = max(1, (os.cpu_count() or 2) - 1) if self.host == "process" else None
         src = Run(
-            preset, record=record, host=self.host, on_diverge="pause", torch_threads=threads, label=label
+            preset,
+            record=record,
+            host=self.host,
+            on_diverge="pause",
+            torch_threads=threads,
+            label=label,
+            until_stopped=self.controls.until_stopped.isChecked(),
+            pace=self.controls.pace_value,
         )
         try:
             src.start()
@@ -261,6 +298,12 @@ class Workspace(QtWidgets.QWidget):
     def stop(self) -> None:
         for src in self.steerable():
             src.stop()
+
+    def set_pace(self, steps_per_second: float) -> None:
+        """Hold every live run at ``steps_per_second`` (0: full speed)."""
+        for src in self.sources.values():
+            if Control.PACE in src.controls and not src.state.ended:
+                src.set_pace(steps_per_second)
 
     def restart(self) -> None:
         """Restart from scratch with the next seed."""
@@ -312,48 +355,53 @@ class Workspace(QtWidgets.QWidget):
 
     # ------------------------------------------------------------------ replay control
     def seek(self, step: int) -> None:
-        src = self.seekable()
-        if src is None:
+        """Move every recording's cursor to ``step``; the views show the state there."""
+        players = self.seekables()
+        if not players:
             return
-        items = src.seek(step)
+        delivered = {rid: src.seek(step) for rid, src in players.items()}
         for v in self.views:
             v.clear()
         self.log.clear()
         self.events.clear()
-        self._deliver("", items)
+        for rid, items in delivered.items():
+            self._deliver(rid, items)
+        cursor = max(src.step for src in players.values())
         for v in self.views:
-            v.set_cursor(src.step)
+            v.set_cursor(cursor)
             v.refresh()
         self._update_status()
 
     def toggle_play(self) -> None:
-        src = self.seekable()
-        if src is None:
+        players = list(self.seekables().values())
+        if not players:
             return
-        if src.state is RunState.PLAYING:
-            src.pause()
+        if any(p.state is RunState.PLAYING for p in players):
+            for p in players:
+                p.pause()
             return
-        if src.state is RunState.FINISHED or src.step >= src.total_steps:
+        if all(p.state is RunState.FINISHED or p.step >= p.total_steps for p in players):
             self.seek(-1)
-        src.resume()
+        for p in players:
+            p.resume()
 
     def faster(self) -> None:
-        if (src := self.seekable()) is not None:
-            src.faster()
+        for p in self.seekables().values():
+            p.faster()
 
     def slower(self) -> None:
-        if (src := self.seekable()) is not None:
-            src.slower()
+        for p in self.seekables().values():
+            p.slower()
 
     def next_event(self) -> None:
-        src = self.seekable()
-        if src is not None and (s := src.next_event_step()) is not None:
-            self.seek(s)
+        steps = [s for p in self.seekables().values() if (s := p.next_event_step()) is not None]
+        if steps:
+            self.seek(min(steps))
 
     def prev_event(self) -> None:
-        src = self.seekable()
-        if src is not None and (s := src.prev_event_step()) is not None:
-            self.seek(s)
+        steps = [s for p in self.seekables().values() if (s := p.prev_event_step()) is not None]
+        if steps:
+            self.seek(max(steps))
 
     # ------------------------------------------------------------------ the display tick
     def _tick(self) -> None:
@@ -504,6 +552,7 @@ class Workspace(QtWidgets.QWidget):
                 else (RunState.RUNNING if RunState.RUNNING in states else live[0].state)
             )
             self.controls.set_state(main)
+            self.controls.show_progress(live[0].step, live[0].total_steps, live[0].steps_per_second)
             self.params.set_running(main in (RunState.RUNNING, RunState.STARTING) or main.waiting)
         src = self.seekable()
         if src is not None:
@@ -517,34 +566,19 @@ class Workspace(QtWidgets.QWidget):
 
         self._clear_views()
         self._streams = streams
-        self.placeholder.setVisible(False)
-        cols = 2 if len(views) > 1 else 1
-        for i, spec in enumerate(views):
+        titled = []
+        for spec in views:
             view = make_view(spec, streams)
-            view.setMinimumHeight(300)
-            self.grid.addWidget(self._framed(spec.title, view), i // cols, i % cols)
+            view.setMinimumHeight(220)
+            titled.append((spec.title, view))
             self.views.append(view)
-
-    def _framed(self, title: str, view: QtWidgets.QWidget) -> QtWidgets.QWidget:
-        # The view draws its own title; the frame only separates the plots.
-        box = QtWidgets.QFrame()
-        box.setObjectName("viewFrame")
-        box.setToolTip(title)
-        box.setStyleSheet("#viewFrame { border: 1px solid #ccc; border-radius: 4px; }")
-        lay = QtWidgets.QVBoxLayout(box)
-        lay.setContentsMargins(4, 4, 4, 4)
-        lay.addWidget(view)
-        return box
+        self.area.set_views(self.preset.name if self.preset else "replay", titled)
 
     def _clear_views(self) -> None:
-        for v in self.views:
-            box = v.parentWidget()
-            self.grid.removeWidget(box)
-            box.deleteLater()
+        self.area.clear()
         self.views = []
         self.events.clear()
         self.log.clear()
-        self.placeholder.setVisible(True)
 
     def view_titles(self) -> list[str]:
         return [v.view.title for v in self.views]
