@@ -8,9 +8,14 @@ out again in the preset's order, two columns.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from PySide6 import QtCore, QtWidgets
+
+from dynlab.frames import Stream
+from dynlab.viewspec import ViewSpec
 
 _LAYOUT_VERSION = 1
 _AREAS = (QtCore.Qt.DockWidgetArea.LeftDockWidgetArea, QtCore.Qt.DockWidgetArea.RightDockWidgetArea)
@@ -41,7 +46,40 @@ class ViewArea(QtWidgets.QMainWindow):
         self.placeholder.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
         self.setCentralWidget(self.placeholder)
         self.docks: list[QtWidgets.QDockWidget] = []
+        self.views: list[Any] = []
         self.key = ""
+        self._next_view = 0
+
+    def build(self, key: str, specs: Sequence[ViewSpec], streams: Mapping[str, Stream]) -> None:
+        """Make one view per spec (``dynlab.views.make_view``) and show them as docks."""
+        from dynlab.views import make_view
+
+        titled = []
+        for spec in specs:
+            view = make_view(spec, dict(streams))
+            view.setMinimumHeight(220)
+            titled.append((spec.title, view))
+        self.set_views(key, titled)
+        self.views = [w for _, w in titled]
+
+    def refresh_within_budget(self, budget_s: float) -> None:
+        """Redraw views round-robin until ``budget_s`` of this tick is spent.
+
+        One tick redrawing every view can take longer than a frame when several heavy
+        views change at once; that is the latency a click waits for. Views left over are
+        redrawn first on the next tick, so each still updates within a few ticks.
+        """
+        n = len(self.views)
+        if not n:
+            return
+        deadline = time.perf_counter() + budget_s
+        start = self._next_view % n
+        for k in range(n):
+            i = (start + k) % n
+            self.views[i].refresh()
+            self._next_view = i + 1
+            if time.perf_counter() > deadline:
+                break
 
     def set_views(self, key: str, titled: Sequence[tuple[str, QtWidgets.QWidget]]) -> None:
         """Show ``(title, widget)`` pairs as docks; restore the layout saved under ``key``."""
@@ -100,6 +138,7 @@ class ViewArea(QtWidgets.QMainWindow):
             self.removeDockWidget(dock)
             dock.deleteLater()
         self.docks = []
+        self.views = []
         if self.centralWidget() is None:
             self.placeholder = QtWidgets.QLabel("Starting the engine…")
             self.placeholder.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)

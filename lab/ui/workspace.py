@@ -9,9 +9,7 @@ appends) and redraws each view once — the data rate and the draw rate are sepa
 
 from __future__ import annotations
 
-import html
 import os
-import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -24,8 +22,8 @@ from dynlab.player import Player
 from dynlab.presets import Preset, PresetError, ViewSpec, parse
 from dynlab.runner import Run, default_host
 from dynlab.source import Control, Item, Ready, RunState, Seekable, Source
-from dynlab.ui.controls import RunControls, Timeline
-from dynlab.ui.params import ParameterPanel
+from dynlab.ui.controls import Timeline
+from dynlab.ui.sidepanel import SidePanel, alert_for
 from dynlab.ui.viewarea import ViewArea
 
 DISPLAY_HZ = 30
@@ -79,7 +77,6 @@ class Workspace(QtWidgets.QWidget):
         self.host = host or default_host()
         self.preset: Preset | None = None
         self.sources: dict[str, Source] = {}
-        self.views: list[Any] = []
         self.events: list[Event] = []
         self.overrides: dict[str, Any] = {}
         self.undo_stack: list[tuple[str, Any]] = []
@@ -91,27 +88,10 @@ class Workspace(QtWidgets.QWidget):
         self.ticks = 0
         #: newest value of every stream, per run (for the status bar and tests)
         self.last_values: dict[str, dict[str, Any]] = {}
-        self._next_view = 0
         self._param_specs: dict[str, Any] = {}
 
-        self.header = QtWidgets.QLabel()
-        self.header.setWordWrap(True)
-        self.header.setTextFormat(QtCore.Qt.TextFormat.RichText)
-        self.controls = RunControls()
-        self.params = ParameterPanel()
-        self.log = QtWidgets.QListWidget()
-        self.log.setToolTip("Events: live changes, phases, warnings, divergence")
-        left = QtWidgets.QWidget()
-        ll = QtWidgets.QVBoxLayout(left)
-        ll.addWidget(self.header)
-        ll.addWidget(self.controls)
-        ll.addWidget(self.params)
-        ll.addWidget(QtWidgets.QLabel("Events"))
-        ll.addWidget(self.log, 1)
-        self.left_scroll = QtWidgets.QScrollArea()
-        self.left_scroll.setWidget(left)
-        self.left_scroll.setWidgetResizable(True)
-        self.left_scroll.setMinimumWidth(290)
+        self.left_scroll = side = SidePanel()
+        self.header, self.controls, self.params, self.log = side.header, side.controls, side.params, side.log
 
         self.area = ViewArea(settings=settings)
         self.grid_host = self.area  # what exports grab
@@ -158,11 +138,7 @@ class Workspace(QtWidgets.QWidget):
         self.preset = preset
         self._seed = preset.seed
         self.overrides = {}
-        self.header.setText(
-            f"<b style='font-size:13pt'>{html.escape(preset.title)}</b><br>"
-            f"<span style='color:#555'>{html.escape(preset.paper)}</span><br>"
-            f"<span style='font-size:9pt'>{html.escape(preset.summary)}</span>"
-        )
+        self.left_scroll.set_header(preset.title, preset.paper, preset.summary)
         self.controls.setVisible(True)
         self.params.setVisible(True)
         self.timeline.setVisible(False)
@@ -190,13 +166,8 @@ class Workspace(QtWidgets.QWidget):
             title, paper = Path(path).name, ""
         self.preset = preset
         attrs = player.file.attrs
-        self.header.setText(
-            f"<b style='font-size:13pt'>Replay: {html.escape(title)}</b><br>"
-            f"<span style='color:#555'>{html.escape(paper)}</span><br>"
-            f"<span style='font-size:9pt'>{html.escape(Path(path).name)} — engine "
-            f"{html.escape(str(attrs.get('engine')))}, seed {html.escape(str(attrs.get('seed')))}, "
-            f"{html.escape(str(attrs.get('status')))}</span>"
-        )
+        detail = f"{Path(path).name} — engine {attrs.get('engine')}, seed {attrs.get('seed')}, {attrs.get('status')}"
+        self.left_scroll.set_header(f"Replay: {title}", paper, detail)
         self._add_source("", player)
         self._tick()  # hands over Ready: the views are built before the first seek
         self.timeline.set_range(player.first, player.last)
@@ -414,7 +385,7 @@ class Workspace(QtWidgets.QWidget):
         if seekable is not None:
             for v in self.views:
                 v.set_cursor(seekable.step)
-        self._refresh_within_budget()
+        self.area.refresh_within_budget(REFRESH_BUDGET_S)
         self._update_status()
 
     def _on_ready(self, run_id: str, ready: Ready) -> None:
@@ -429,25 +400,6 @@ class Workspace(QtWidgets.QWidget):
         if ready.param_specs and not self._param_specs:
             self._param_specs = {p.name: p for p in ready.param_specs}
             self.params.set_specs(self._param_specs, dict(ready.params))
-
-    def _refresh_within_budget(self) -> None:
-        """Redraw views round-robin until this tick's time budget is spent.
-
-        One tick redrawing every view can take longer than a frame when several heavy
-        views change at once; that is the latency a click waits for. Views left over
-        are redrawn first on the next tick, so each still updates within a few ticks.
-        """
-        n = len(self.views)
-        if not n:
-            return
-        deadline = time.perf_counter() + REFRESH_BUDGET_S
-        start = self._next_view % n
-        for k in range(n):
-            i = (start + k) % n
-            self.views[i].refresh()
-            self._next_view = i + 1
-            if time.perf_counter() > deadline:
-                break
 
     def _deliver(self, run_id: str, items: Sequence[Item]) -> None:
         for ready in (i for i in items if isinstance(i, Ready)):
@@ -465,39 +417,21 @@ class Workspace(QtWidgets.QWidget):
 
     def _on_event(self, run_id: str, ev: Event) -> None:
         self.events.append(ev)
-        who = (
-            f"[{self.sources[run_id].label}] "
-            if run_id in self.sources and self.sources[run_id].label
-            else ""
-        )
-        item = QtWidgets.QListWidgetItem(f"{ev.step:>7}  {who}{ev.label}")
-        if ev.kind in ("failed", "diverged", "record_error", "refused"):
-            item.setForeground(QtCore.Qt.GlobalColor.red)
-        self.log.addItem(item)
-        self.log.scrollToBottom()
+        src = self.sources.get(run_id)
+        self.log.add(ev, src.label if src is not None else "")
         if ev.kind in MARKED:
             for v in self.views:
                 v.add_event(ev)
         if ev.kind == "set":
             self.params.set_value(ev.payload["name"], ev.payload["new"])
         key = (run_id, ev.step, ev.kind)
-        src = self.sources.get(run_id)
         # A recording's events are history: shown in the log and on the axes, never as dialogs.
-        history = src is None or Control.SEEK in src.controls
-        if history or key in self._reported:
+        if src is None or Control.SEEK in src.controls or key in self._reported:
             return
-        if ev.kind == "failed":
-            self._reported.add(key)
-            self._error("The engine failed", f"step {ev.step}: {ev.payload.get('message', '')}")
-        elif ev.kind == "diverged":
-            self._reported.add(key)
-            self._error(
-                "The run diverged",
-                f"{ev.payload.get('message', '')}. The run is paused: lower the "
-                "learning rate and resume, or restart.",
-            )
-        elif ev.kind == "refused":
-            self._error("Change refused", ev.payload.get("message", ""))
+        if (alert := alert_for(ev)) is not None:
+            if ev.kind != "refused":  # every refusal is news; a failure is reported once
+                self._reported.add(key)
+            self._error(*alert)
         elif ev.kind == "record_error":
             self._reported.add(key)
             self._ask_continue_unrecorded(run_id, ev.payload.get("message", ""))
@@ -561,22 +495,17 @@ class Workspace(QtWidgets.QWidget):
             )
 
     # ------------------------------------------------------------------ views
-    def _build_views(self, views: Sequence[ViewSpec], streams: dict[str, Stream]) -> None:
-        from dynlab.views import make_view
+    @property
+    def views(self) -> list[Any]:
+        return self.area.views
 
+    def _build_views(self, views: Sequence[ViewSpec], streams: dict[str, Stream]) -> None:
         self._clear_views()
         self._streams = streams
-        titled = []
-        for spec in views:
-            view = make_view(spec, streams)
-            view.setMinimumHeight(220)
-            titled.append((spec.title, view))
-            self.views.append(view)
-        self.area.set_views(self.preset.name if self.preset else "replay", titled)
+        self.area.build(self.preset.name if self.preset else "replay", views, streams)
 
     def _clear_views(self) -> None:
         self.area.clear()
-        self.views = []
         self.events.clear()
         self.log.clear()
 
