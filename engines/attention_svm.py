@@ -143,6 +143,8 @@ def _streams(n: int, T: int, parameterization: str) -> tuple[Stream, ...]:
 
 
 class AttentionSVM(Engine):
+    #: A cache of SVM solutions keyed by the selected tokens: recomputed on demand, not state.
+    state_exclude = ("_svm",)
     """One-layer softmax attention converging in direction to the attention SVM."""
 
     spec = EngineSpec(

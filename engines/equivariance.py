@@ -481,6 +481,8 @@ def euclidean_elements(gen: torch.Generator) -> tuple[tuple[str, ...], Tensor, T
 
 
 class EquivarianceFrames(Engine):
+    #: The symmetry group is built by setup() from the hyperparameters: configuration, not state.
+    state_exclude = ("group",)
     """A plain MLP and its frame-averaged twin learn an O(3)-equivariant vector of a point cloud."""
 
     spec = EngineSpec(

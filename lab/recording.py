@@ -27,7 +27,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from dynlab import __version__
+from dynlab import __version__, checkpoint
 from dynlab.frames import Event, Frame, Stream
 
 FORMAT_VERSION = 1
@@ -102,6 +102,7 @@ class Recorder:
         e.attrs["description"] = "One row per event: live changes, pauses, phases, warnings, divergence, end."
         for name, dt in (("step", "i8"), ("time", "f8"), ("kind", _STR), ("payload", _STR)):
             e.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(256,))
+        checkpoint.create_tables(f)
         self._maybe_swmr()
 
     @staticmethod
@@ -199,6 +200,16 @@ class Recorder:
     def last_flush(self) -> float:
         """``time.monotonic()`` of the last flush (the worker's flush clock reads it)."""
         return self._last_flush
+
+    def checkpoint(self, step: int, arrays: Mapping[str, np.ndarray], state: Mapping[str, Any]) -> int:
+        """Store the engine's state at ``step`` (rows pending are written first); return its bytes."""
+        self.flush()
+        try:
+            n = checkpoint.append(self._f, step, arrays, state)
+            self._f.flush()
+        except (OSError, ValueError) as exc:
+            raise RecordingError(f"writing a checkpoint to {self.path} failed: {exc}") from None
+        return n
 
     def abort(self) -> None:
         """Close the file without another write (it failed, or its writer is giving up)."""

@@ -73,6 +73,10 @@ class Run:
         Shown beside this run's series when several runs share the views.
     until_stopped
         Ignore the preset's step count and run until stopped.
+    checkpoint_every
+        Steps between checkpoints in the recording (``None``: chosen from the model's size; 0: none).
+    branch
+        A ``dynlab.branch.BranchStart``: start from a parent recording's state instead of from scratch.
     """
 
     controls = frozenset(
@@ -101,6 +105,8 @@ class Run:
         label: str = "",
         until_stopped: bool = False,
         pace: float = 0.0,
+        checkpoint_every: int | None = None,
+        branch: Any = None,
     ) -> None:
         if host not in HOSTS:
             raise ValueError(f"host must be one of {', '.join(HOSTS)}; got {host!r}")
@@ -123,6 +129,8 @@ class Run:
             start_paused=start_paused,
             torch_threads=torch_threads,
             pace=pace,
+            checkpoint_every=checkpoint_every,
+            branch=branch,
         )
         self._spec = None
         self.state = RunState.IDLE
@@ -418,13 +426,14 @@ def run_headless(
     record: str | None = None,
     commands: Mapping[int, list[tuple]] | None = None,
     host: str = "thread",
+    run_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[Run, list[Frame | Event]]:
     """Run a preset to the end and return the run and everything it produced.
 
     ``commands`` maps a step to commands to send once the run reaches it (used by
     tests to apply a live ``set``); steps are approximate (the next drain after it).
     """
-    run = Run(preset, record=record, host=host, display_queue=1 << 20)
+    run = Run(preset, record=record, host=host, display_queue=1 << 20, **dict(run_kwargs or {}))
     run.start()
     items: list[Frame | Event] = []
     pending = dict(commands or {})

@@ -14,6 +14,8 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from dynlab.engines.spec import Event, SpecError
 from dynlab.recording import Recorder, RecordingError
 from dynlab.source import Ready, RunState, Status
@@ -44,6 +46,10 @@ class RunConfig:
     torch_threads: int | None = None
     status_interval: float = 0.25
     pace: float = 0.0  # steps per second to hold; 0 = full speed
+    #: Steps between checkpoints in the recording: None chooses from the model's size, 0 turns them off.
+    checkpoint_every: int | None = None
+    #: Start as a branch of a recording (``dynlab.branch.BranchStart``), or from scratch.
+    branch: Any = None
 
 
 def _put_display(out: Any, item: Any, must: bool = False) -> None:
@@ -84,6 +90,9 @@ class _Recording:
 
     def write(self, frame: Any) -> None:
         self._call("write", frame)
+
+    def checkpoint(self, step: int, arrays: Any, state: Any) -> None:
+        self._call("checkpoint", step, arrays, state)
 
     def event(self, ev: Event) -> None:
         self._call("event", ev)
@@ -141,6 +150,7 @@ class Worker:
         self._last_status = 0.0
         self._next_step_at = 0.0  # pace: when the next step may start
         self._done = False
+        self.checkpoint_every = 0
         self._handlers = {
             "pause": self._on_pause,
             "resume": self._on_resume,
@@ -187,14 +197,80 @@ class Worker:
                 "hyperparameters": engine.params,
                 "steps_planned": cfg.steps if cfg.steps is not None else -1,
             }
+            if cfg.branch is not None:
+                meta |= {
+                    "parent_recording": cfg.branch.parent,
+                    "parent_step": cfg.branch.at,
+                    "parent_started_at": cfg.branch.parent_started_at,
+                }
             rec = Recorder(cfg.record, engine.streams, meta, flush_interval=cfg.flush_interval)
             self.recording = _Recording(rec, self._record_failed)
         specs = cls.spec.params
         _put_display(self.out, Ready(engine.streams, dict(engine.params), engine.device, specs), must=True)
         engine.start()
+        if cfg.branch is not None:
+            self._grow_branch(cfg.branch)
         self.state = RunState.PAUSED if cfg.start_paused else RunState.RUNNING
         self.emit("start", engine=cls.spec.name, seed=cfg.seed, device=engine.device)
+        if cfg.branch is not None:
+            b = cfg.branch
+            how = (
+                f"checkpoint at step {b.checkpoint_step}"
+                if b.checkpoint_step is not None
+                else "a re-run from step 0"
+            )
+            self.emit("branch", parent=b.parent, at=b.at, restored_from=how)
+        if self.recording is not None and cfg.checkpoint_every != 0:
+            self._first_checkpoint()
         self.status()
+
+    # ------------------------------------------------------------------ checkpoints and branches
+    def _grow_branch(self, b: Any) -> None:
+        """Restore the parent's state and replay its edits up to the branch step (nothing recorded)."""
+        from dynlab.engines import state
+
+        engine = self.engine
+        if b.checkpoint_step is not None:
+            state.restore(engine, b.arrays, b.state)
+            b.arrays, b.state = {}, {}  # the engine holds them now
+        else:
+            self.emit(
+                "info",
+                message=f"no checkpoint in the parent: re-running it from step 0 with seed "
+                f"{self.cfg.seed} (exact on the same device and thread count)",
+            )
+        edits = [e for e in b.edits if e[0] >= engine.step_count]
+        while True:
+            for _, name, value in [e for e in edits if e[0] == engine.step_count]:
+                engine.set(name, value)
+            if engine.step_count >= b.at:
+                break
+            engine.step()
+            engine.pop_events()
+
+    def _first_checkpoint(self) -> None:
+        """Checkpoint the starting state; choose the cadence from its size when not given."""
+        t0 = time.perf_counter()
+        nbytes = self._checkpoint()
+        ms = (time.perf_counter() - t0) * 1e3
+        every = self.cfg.checkpoint_every
+        if every is None:
+            every = _auto_checkpoint_every(nbytes, self.engine.streams, self.cfg.steps)
+        self.checkpoint_every = int(every)
+        self.emit(
+            "info",
+            message=f"checkpoints every {every} steps ({nbytes / 1e6:.2f} MB, {ms:.0f} ms each)",
+            checkpoint_every=every,
+            checkpoint_bytes=nbytes,
+        )
+
+    def _checkpoint(self) -> int:
+        from dynlab.engines import state
+
+        arrays, meta = state.capture(self.engine)
+        if self.recording is not None:
+            self.recording.checkpoint(self.engine.step_count, arrays, meta)
+        return sum(a.nbytes for a in arrays.values())
 
     def _loop(self) -> None:
         while not self._done:
@@ -285,6 +361,8 @@ class Worker:
             self.step_budget -= 1
         if self.recording is not None:
             self.recording.write(frame)
+            if self.checkpoint_every and engine.step_count % self.checkpoint_every == 0:
+                self._checkpoint()
         _put_display(self.out, frame)
         for ev in engine.pop_events():
             self._emit_event(ev)
@@ -355,6 +433,22 @@ class Worker:
         self._last_status = time.monotonic()
         step = self.engine.step_count if self.engine is not None else 0
         _put_display(self.out, Status(self.state, step, self.rate, self.cfg.device, message), must=True)
+
+
+def _auto_checkpoint_every(nbytes: int, streams: Any, steps: int | None) -> int:
+    """Steps between checkpoints so that they take at most about half the file, and at most ~50 per run.
+
+    A step's rows cost about 8 bytes per value; a checkpoint of ``nbytes`` every ``k`` steps
+    is then at most as large as the rows between two checkpoints when ``k >= nbytes / row``.
+    """
+    row = sum(8 * (int(np.prod(s.shape)) if s.shape else 1) + 8 for s in streams) or 8
+    k = max(1, -(-nbytes // row))
+    if steps:
+        k = max(k, -(-steps // 50))
+    nice = 1
+    while nice < k:  # 1, 2, 5, 10, 20, 50, ...
+        nice = nice * 5 // 2 if str(nice)[0] == "2" else nice * 2
+    return nice
 
 
 def _pace_text(pace: float) -> str:

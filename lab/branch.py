@@ -1,0 +1,128 @@
+"""What-if branches: start a run from a recording's checkpoint, change a knob, go on.
+
+:func:`prepare` reads everything a branch needs from the parent recording, read-only, and
+checks it before anything runs: the step is inside the parent, the engine is installed,
+the format is known, the checkpoint passes its checksum. The worker then restores the
+state, replays the parent's live edits up to the branch step, applies the new edits and
+records from there. The branch's recording names its parent in its root attributes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from dynlab import checkpoint
+from dynlab.presets import Preset, PresetError, parse
+from dynlab.recording import FORMAT_VERSION, RecordingError
+
+
+class BranchError(RuntimeError):
+    """A branch that cannot start; the message names the parent and the reason."""
+
+
+@dataclass
+class BranchStart:
+    """Plain data the worker needs to start a branch (crosses to a child process)."""
+
+    parent: str
+    at: int
+    parent_started_at: str
+    #: The parent's live edits at or before ``at``: ``(step, name, value)``, replayed in order.
+    edits: list[tuple[int, str, Any]]
+    checkpoint_step: int | None = None  # None: no checkpoint, re-run from step 0
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+def _open(path: str) -> h5py.File:
+    try:
+        return h5py.File(path, "r", libver="latest", swmr=True)
+    except OSError:
+        try:
+            return h5py.File(path, "r")
+        except OSError as exc:
+            raise BranchError(f"cannot open parent recording {path}: {exc}") from None
+
+
+def prepare(parent: str, at: int) -> tuple[Preset, BranchStart]:
+    """The parent's preset (its starting hyperparameters and seed) and a verified :class:`BranchStart`."""
+    path = str(Path(parent))
+    if not Path(path).is_file():
+        raise BranchError(f"parent recording {path} does not exist")
+    with _open(path) as f:
+        attrs = dict(f.attrs)
+        version = attrs.get("format_version")
+        if not isinstance(version, (int, np.integer)) or int(version) > FORMAT_VERSION:
+            raise BranchError(
+                f"{path} has recording format {version!r}; this dynlab reads up to {FORMAT_VERSION}: upgrade dynlab"
+            )
+        engine = str(attrs.get("engine", ""))
+        from dynlab.engines.base import get_engine
+        from dynlab.engines.spec import SpecError
+
+        try:
+            get_engine(engine)
+        except SpecError as exc:
+            raise BranchError(f"cannot branch {path}: {exc}") from None
+        last = _last_step(f)
+        if at < 0 or at > last + 1:
+            raise BranchError(f"--at {at} is outside the parent {path}: its steps run 0..{last}")
+        edits = _edits(f, at)
+        info = checkpoint.nearest(f, at)
+        start = BranchStart(path, int(at), str(attrs.get("started_at", "")), edits)
+        if info is not None:
+            try:
+                start.arrays, start.state = checkpoint.load(f, info)
+            except checkpoint.CheckpointError as exc:
+                raise BranchError(f"cannot branch {path}: {exc}") from None
+            start.checkpoint_step = info.step
+    try:
+        preset = parse(str(attrs.get("preset", "")), name=Path(path).stem, path=path)
+    except PresetError as exc:
+        raise BranchError(f"cannot branch {path}: its preset does not load ({exc})") from None
+    try:
+        hyper = json.loads(attrs.get("hyperparameters", "{}"))
+    except ValueError:
+        raise BranchError(f"cannot branch {path}: its hyperparameters are not JSON") from None
+    if not isinstance(hyper, dict):
+        raise BranchError(f"cannot branch {path}: its hyperparameters are not a JSON object")
+    seed = int(attrs.get("seed", preset.seed))
+    planned = int(attrs.get("steps_planned", preset.steps))
+    preset = preset.with_overrides(
+        seed=seed, steps=planned if planned > 0 else preset.steps, hyperparameters=hyper
+    )
+    return preset, start
+
+
+def _last_step(f: h5py.File) -> int:
+    last = -1
+    for g in f.get("streams", {}).values():
+        st = g.get("step")
+        if st is not None and st.shape[0]:
+            last = max(last, int(st[st.shape[0] - 1]))
+    return last
+
+
+def _edits(f: h5py.File, at: int) -> list[tuple[int, str, Any]]:
+    """The parent's ``set`` events at or before ``at``, in order."""
+    e = f.get("events")
+    if e is None:
+        return []
+    out = []
+    steps, kinds, payloads = e["step"][()], e["kind"][()], e["payload"][()]
+    for s, k, p in zip(steps, kinds, payloads):
+        kind = k.decode() if isinstance(k, bytes) else str(k)
+        if kind != "set" or int(s) > at:
+            continue
+        try:
+            payload = json.loads(p.decode() if isinstance(p, bytes) else str(p))
+            out.append((int(s), str(payload["name"]), payload["new"]))
+        except (ValueError, KeyError, TypeError):
+            raise RecordingError(f"a set event at step {int(s)} of the parent is malformed") from None
+    return sorted(out, key=lambda e: e[0])
