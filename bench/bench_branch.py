@@ -21,7 +21,7 @@ import h5py
 import torch
 from _common import table
 
-from dynlab import branch, checkpoint, presets
+from dynlab import branch, presets
 from dynlab.engines import state
 from dynlab.engines.base import registry
 from dynlab.frames import Frame
@@ -29,8 +29,11 @@ from dynlab.recording import Recorder
 from dynlab.runner import Run
 
 HEAVIEST = ("icl-linear-regression", "grokking", "generalization-dynamics")
-PRESET_OF = {"icl-linear-regression": "icl-linear-regression", "grokking": "grokking-modular",
-             "generalization-dynamics": "generalization-dynamics"}
+PRESET_OF = {
+    "icl-linear-regression": "icl-linear-regression",
+    "grokking": "grokking-modular",
+    "generalization-dynamics": "generalization-dynamics",
+}
 
 
 def checkpoint_cost(name: str, tmp: str) -> tuple:
@@ -78,10 +81,16 @@ def main() -> None:
     torch.set_num_threads(max(1, _common.cores()))
     with tempfile.TemporaryDirectory() as tmp:
         rows = [checkpoint_cost(n, tmp) for n in args.engines.split(",")]
-        table("Checkpoint cost (capture + write, best of 5)", rows,
-              ("engine", "state MB", "stored MB (gzip)", "ms per checkpoint", "ms per training step"))
-        table("Branch from here to the first branch frame (thread host)", [time_to_first_branch_frame(tmp)],
-              ("case", "ms"))
+        table(
+            "Checkpoint cost (capture + write, best of 5)",
+            rows,
+            ("engine", "state MB", "stored MB (gzip)", "ms per checkpoint", "ms per training step"),
+        )
+        table(
+            "Branch from here to the first branch frame (thread host)",
+            [time_to_first_branch_frame(tmp)],
+            ("case", "ms"),
+        )
 
 
 if __name__ == "__main__":
