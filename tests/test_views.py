@@ -701,7 +701,12 @@ def _loss_frames(steps, seed: int = 0) -> list[Frame]:
 
 def test_hover_shows_every_series_at_the_step_nan_aware(qtbot):
     v = show(qtbot, make_view(ViewSpec("L", ("train_loss", "norms")), STREAMS))
-    v.push([Frame.make(s, {"train_loss": 1.0 / s, "norms": np.array([s, np.nan, 2.0 * s])}) for s in range(1, 51)])
+    v.push(
+        [
+            Frame.make(s, {"train_loss": 1.0 / s, "norms": np.array([s, np.nan, 2.0 * s])})
+            for s in range(1, 51)
+        ]
+    )
     v.push([Frame.make(60, {"norms": np.array([60.0, 1.0, 120.0])})])  # train_loss not at step 60
     v.refresh()
     QtCore.QCoreApplication.processEvents()
