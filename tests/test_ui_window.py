@@ -113,7 +113,8 @@ def test_help_lists_real_shortcuts_and_links_the_paper(window, qtbot):
 
 def test_parameter_messages_reach_the_status_bar(window):
     window.workspace.params.message.emit("lr = -0.5 is below its minimum 0")
-    assert window.status_label.text() == "lr = -0.5 is below its minimum 0"
+    window.workspace.status.emit("running · step 10")  # the tick's status line does not hide it
+    assert window.statusBar().currentMessage() == "lr = -0.5 is below its minimum 0"
 
 
 def test_save_as_preset_writes_a_file_that_runs(window, tmp_path, monkeypatch):

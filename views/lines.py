@@ -341,9 +341,10 @@ class LinesView(PlotView):
     def hover_text(at: int, rows: list[tuple[str, float, int, float | None]]) -> str:
         """Plain text: the step, then one line per series (NaN shown as NaN, never dropped)."""
         width = max((len(r[0]) for r in rows), default=0)
+        vwidth = max((len(_fmt(r[1])) for r in rows), default=0)
         lines = [f"step {at:,}"]
         for label, value, row_step, ema in rows:
-            text = f"{label:<{width}}  {_fmt(value)}"
+            text = f"{label:<{width}}  {_fmt(value):>{vwidth}}"  # monospace: the numbers line up
             if ema is not None:
                 text += f"  (EMA {_fmt(ema)})"
             if row_step != at:

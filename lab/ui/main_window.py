@@ -43,7 +43,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.workspace.status.connect(self._on_status_changed)
         self.workspace.error.connect(self.show_error)
         self.workspace.recorded.connect(self.add_recent)
-        self.workspace.params.message.connect(self._on_status_changed)
+        self.workspace.params.message.connect(self.show_message)
         self.workspace.params.save_requested.connect(self.save_preset)
         self._build_menus()
         self._build_shortcuts()
@@ -407,6 +407,10 @@ class MainWindow(QtWidgets.QMainWindow):
         QtWidgets.QMessageBox.about(
             self, "About dynlab", f"dynlab {__version__}\nA desktop lab for live training dynamics."
         )
+
+    def show_message(self, text: str) -> None:
+        """A message that stays 10 s in the status bar (the run's status line updates every tick)."""
+        self.statusBar().showMessage(text, 10_000)
 
     def _on_status_changed(self, text: str) -> None:
         self.status_label.setText(text)
