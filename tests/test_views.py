@@ -834,3 +834,13 @@ def test_csv_export_and_copy_image_from_the_tool_row(qtbot, tmp_path):
     v.copy_button.click()
     img = QtGui.QGuiApplication.clipboard().image()
     assert not img.isNull() and img.width() == v.width()
+
+
+def test_csv_of_a_histogram_names_its_bars(qtbot, tmp_path):
+    v = show(qtbot, make_view(ViewSpec("S", ("spectrum",)), STREAMS))
+    v.push([Frame.make(1, {"spectrum": np.array([[0.0, 1.0, 2.0], [1.0, 2.0, 3.0], [0.5, 0.25, 0.25]])})])
+    v.refresh()
+    v.export_csv(str(tmp_path / "s.csv"))
+    lines = (tmp_path / "s.csv").read_text().splitlines()
+    assert lines[0] == "spectrum left,spectrum right,spectrum height"
+    assert lines[1:] == ["0,1,0.5", "1,2,0.25", "2,3,0.25"]

@@ -214,8 +214,10 @@ class PlotView(StreamView):
         """
         header: list[str] = []
         cols: list[np.ndarray] = []
+        legend = self.item.legend
+        named = {id(sample.item): label.text for sample, label in legend.items} if legend is not None else {}
         for i, it in enumerate(self.item.items):
-            name = (it.name() if hasattr(it, "name") else None) or f"item{i}"
+            name = named.get(id(it)) or (it.name() if hasattr(it, "name") else None) or f"item{i}"
             if isinstance(it, pg.PlotDataItem) and it.xData is not None and len(it.xData):
                 header += [f"{name} x", f"{name} y"]
                 cols += [np.asarray(it.xData, float), np.asarray(it.yData, float)]
