@@ -58,11 +58,14 @@ def test_recent_recordings_come_from_dynlab_recordings_with_what_they_hold(windo
     info = row.info.text()
     assert info.startswith("grokking-modular · ") and "300 steps" in info and "completed" in info
     assert row.name.textFormat() == QtCore.Qt.TextFormat.PlainText
-    assert row.thumb.pixmap() is not None and not row.thumb.pixmap().isNull()  # the run's own curve
+    # The run's own curve, filled in after the list shows.
+    qtbot.waitUntil(lambda: not row.thumb.pixmap().isNull(), timeout=10_000)
     # Every row is as tall as its wrapped text: nothing is clipped.
     assert items[path].sizeHint().height() >= row.name.heightForWidth(row.name.width()) + row.info.height()
     broken = window.gallery.recent.itemWidget(items[str(tmp_path / "rec" / "broken.h5")])
-    assert "unreadable" in broken.info.text() and broken.thumb.pixmap().isNull()
+    assert "unreadable" in broken.info.text()
+    qtbot.waitUntil(lambda: not window.gallery._pending_thumbs)
+    assert broken.thumb.pixmap().isNull()
     with qtbot.waitSignal(window.gallery.replay_requested) as sig:
         qtbot.mouseClick(row.info, QtCore.Qt.MouseButton.LeftButton)
     assert sig.args == [path]

@@ -111,16 +111,14 @@ class PresetCard(QtWidgets.QFrame):
 class RecentRow(QtWidgets.QWidget):
     """One recent recording: its thumbnail, its whole file name, and preset · date · steps · status."""
 
-    def __init__(self, path: str, summary: str, image: QtGui.QImage | None, *, bad: bool = False) -> None:
+    def __init__(self, path: str, summary: str, *, bad: bool = False) -> None:
         super().__init__()
+        self.path = path
+        self.bad = bad
         self.thumb = QtWidgets.QLabel()
         self.thumb.setFixedSize(*THUMB)
-        if image is not None:
-            self.thumb.setPixmap(QtGui.QPixmap.fromImage(image))
-        else:
-            self.thumb.setText("no curve" if not bad else "")
-            self.thumb.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
-            self.thumb.setStyleSheet("color: #999; font-size: 8pt; border: 1px solid #ddd;")
+        self.thumb.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        self.thumb.setStyleSheet("color: #999; font-size: 8pt; border: 1px solid #ddd;")
         # Zero-width spaces after - and _ let a long file name wrap there instead of being cut.
         name = Path(path).name
         self.name = QtWidgets.QLabel(name.replace("-", "-\u200b").replace("_", "_\u200b"))
@@ -140,6 +138,13 @@ class RecentRow(QtWidgets.QWidget):
         lay.addWidget(self.thumb, 0, QtCore.Qt.AlignmentFlag.AlignTop)
         lay.addLayout(text, 1)
         self._path_name = name
+
+    def set_thumbnail(self, image: QtGui.QImage | None) -> None:
+        if image is not None:
+            self.thumb.setStyleSheet("")
+            self.thumb.setPixmap(QtGui.QPixmap.fromImage(image))
+        else:
+            self.thumb.setText("" if self.bad else "no curve")
 
     def plain_text(self) -> str:
         return f"{self._path_name}\n{self.info.text()}"
@@ -236,6 +241,18 @@ class Gallery(QtWidgets.QWidget):
             if isinstance(row, RecentRow):
                 it.setSizeHint(QtCore.QSize(width, row.height_for(width)))
 
+    def _next_thumbnail(self) -> None:
+        pending = getattr(self, "_pending_thumbs", [])
+        while pending:
+            row = pending.pop(0)
+            try:
+                row.set_thumbnail(None if row.bad else thumbnail(row.path, THUMB))
+            except RuntimeError:  # the row was deleted by a newer set_recent
+                continue
+            if pending:
+                QtCore.QTimer.singleShot(0, self._next_thumbnail)
+            return
+
     def _on_recent_clicked(self, item: QtWidgets.QListWidgetItem) -> None:
         path = item.data(QtCore.Qt.ItemDataRole.UserRole)
         if path:
@@ -247,11 +264,13 @@ class Gallery(QtWidgets.QWidget):
         ``folder`` (where new recordings go, ``DYNLAB_RECORDINGS`` if set) is named under the list.
         """
         self.recent.clear()
+        self._pending_thumbs: list[RecentRow] = []
         for p in paths:
             if not Path(p).is_file():
                 continue
             info = read_info(p)
-            row = RecentRow(p, info.summary(), thumbnail(p, THUMB), bad=bool(info.error))
+            row = RecentRow(p, info.summary(), bad=bool(info.error))
+            self._pending_thumbs.append(row)
             it = QtWidgets.QListWidgetItem()
             it.setData(QtCore.Qt.ItemDataRole.UserRole, p)
             it.setData(QtCore.Qt.ItemDataRole.AccessibleTextRole, row.plain_text())
@@ -259,6 +278,9 @@ class Gallery(QtWidgets.QWidget):
             self.recent.addItem(it)
             self.recent.setItemWidget(it, row)
         self._fit_rows()
+        # Thumbnails read a few hundred rows of each file (~0.1 s for 10^6 steps): one per
+        # event-loop turn, so the gallery shows at once and fills in.
+        QtCore.QTimer.singleShot(0, self._next_thumbnail)
         if folder:
             self.recent_note.setText(f"New recordings go to {folder} (set DYNLAB_RECORDINGS to change).")
         if not self.recent.count():
