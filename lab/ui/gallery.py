@@ -30,7 +30,7 @@ FEATURED = (
 
 
 #: Thumbnail size of a recent recording (its own first loss-like curve).
-THUMB = (112, 44)
+THUMB = (96, 40)
 
 
 def gallery_order(paths: list[Path]) -> list[Path]:
@@ -201,7 +201,7 @@ class Gallery(QtWidgets.QWidget):
         sl.addWidget(QtWidgets.QLabel("<b>Recent recordings</b>"))
         sl.addWidget(self.recent, 1)
         sl.addWidget(self.recent_note)
-        side.setFixedWidth(380)
+        side.setFixedWidth(320)  # three 360-px cards still fit beside it at 1500 px
         body = QtWidgets.QHBoxLayout()
         body.addWidget(scroll, 1)
         body.addWidget(side)

@@ -3,7 +3,7 @@
 A recording's root attributes say which preset it ran, when, how far and how it ended
 (``docs/recording-format.md``); they are read with :class:`dynlab.recording.Recording`
 (read-only) and shown as plain text. The thumbnail draws the recording's own first
-loss-like scalar from a strided read (a few hundred rows), so it costs milliseconds even
+loss-like scalar (else vector, up to five series) from a strided read (a few hundred rows), so it costs milliseconds even
 for a long run. Both are cached by the file's size and modification time.
 """
 
@@ -21,7 +21,7 @@ from dynlab.recording import Recording, RecordingError
 
 #: Points drawn in a thumbnail (a strided read of the stream).
 THUMB_POINTS = 400
-THUMB_SIZE = (112, 44)
+THUMB_SIZE = (96, 40)
 
 
 @dataclass(frozen=True)
@@ -99,14 +99,22 @@ def read_info(path: str) -> RecordingInfo:
 
 
 def _thumb_stream(streams: dict) -> str | None:
-    scalars = [n for n, s in streams.items() if s.kind == "scalar" and n != "probe_seconds"]
-    for n in scalars:
-        if "loss" in n:
-            return n
-    return scalars[0] if scalars else None
+    """The stream a thumbnail draws: a loss-like scalar, else a loss-like vector, else the first of either."""
+    kinds = ("scalar", "vector")
+    named = [(n, s.kind) for n, s in streams.items() if s.kind in kinds and n != "probe_seconds"]
+    for kind in kinds:
+        for n, k in named:
+            if k == kind and "loss" in n:
+                return n
+    for kind in kinds:
+        for n, k in named:
+            if k == kind:
+                return n
+    return None
 
 
 def _strided(path: str, name: str) -> np.ndarray | None:
+    """About ``THUMB_POINTS`` evenly spaced rows of a stream, shape ``(n, columns)``."""
     import h5py
 
     try:
@@ -118,7 +126,8 @@ def _strided(path: str, name: str) -> np.ndarray | None:
         if ds is None or ds.shape[0] == 0:
             return None
         stride = max(1, ds.shape[0] // THUMB_POINTS)
-        return np.asarray(ds[::stride], dtype=np.float64).reshape(-1)
+        rows = np.asarray(ds[::stride], dtype=np.float64)
+        return rows.reshape(rows.shape[0], -1)
 
 
 def thumbnail(path: str, size: tuple[int, int] = THUMB_SIZE) -> QtGui.QImage | None:
@@ -147,9 +156,18 @@ def _wants_log(y: np.ndarray) -> bool:
     return bool(len(ok)) and ok.min() > 0 and ok.max() / ok.min() > 100
 
 
+#: Series colours of a thumbnail (the views' palette; at most this many columns are drawn).
+THUMB_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")
+
+
 def draw_line(y: np.ndarray, size: tuple[int, int], *, log: bool = False) -> QtGui.QImage | None:
-    """``y`` drawn as a line on white (NaNs leave gaps); None if nothing finite."""
+    """``y`` (``(n,)`` or ``(n, k)``: k series) drawn as lines on white; NaNs leave gaps.
+
+    Returns None if nothing is finite.
+    """
     w, h = size
+    y = np.asarray(y, dtype=np.float64)
+    y = y.reshape(len(y), -1)[:, : len(THUMB_COLOURS)]
     if log:
         with np.errstate(divide="ignore", invalid="ignore"):
             y = np.log10(y)
@@ -165,21 +183,22 @@ def draw_line(y: np.ndarray, size: tuple[int, int], *, log: bool = False) -> QtG
         p.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing)
         p.setPen(QtGui.QPen(QtGui.QColor("#cccccc"), 1))
         p.drawRect(0, 0, w - 1, h - 1)
-        p.setPen(QtGui.QPen(QtGui.QColor("#1f77b4"), 1.4))
         n = len(y)
-        path = QtGui.QPainterPath()
-        drawing = False
-        for i, v in enumerate(y.tolist()):
-            if not math.isfinite(v):
-                drawing = False
-                continue
-            pt = QtCore.QPointF(3 + (w - 6) * i / max(n - 1, 1), h - 4 - (h - 8) * (v - lo) / span)
-            if drawing:
-                path.lineTo(pt)
-            else:
-                path.moveTo(pt)
-                drawing = True
-        p.drawPath(path)
+        for k in range(y.shape[1]):
+            p.setPen(QtGui.QPen(QtGui.QColor(THUMB_COLOURS[k]), 1.4))
+            path = QtGui.QPainterPath()
+            drawing = False
+            for i, v in enumerate(y[:, k].tolist()):
+                if not math.isfinite(v):
+                    drawing = False
+                    continue
+                pt = QtCore.QPointF(3 + (w - 6) * i / max(n - 1, 1), h - 4 - (h - 8) * (v - lo) / span)
+                if drawing:
+                    path.lineTo(pt)
+                else:
+                    path.moveTo(pt)
+                    drawing = True
+            p.drawPath(path)
     finally:
         p.end()
     return img
