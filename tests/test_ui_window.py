@@ -146,3 +146,17 @@ def test_file_export_recording_writes_csv(window, tmp_path):
     assert summary.startswith("Exported 3 CSV files")
     rows = (tmp_path / "out" / "train_loss.csv").read_text().splitlines()
     assert rows[0] == "step,train_loss" and len(rows) == 301
+
+
+def test_thumbnail_of_a_vector_only_recording_and_of_nan(tmp_path):
+    from dynlab.ui.recent import draw_line, thumbnail
+
+    path = tmp_path / "v.h5"
+    rec = Recorder(
+        path, (Stream("train_loss", "vector", shape=(2,), labels=("a", "b")),), {}, flush_interval=1e9
+    )
+    for s in range(1, 50):
+        rec.write(Frame.make(s, {"train_loss": np.array([1.0 / s, 2.0 / s])}))
+    rec.close()
+    assert thumbnail(str(path)) is not None
+    assert draw_line(np.full(10, np.nan), (40, 20)) is None
