@@ -7,6 +7,7 @@
     dynlab engines              list engines and their hyperparameters
     dynlab run PRESET [...]     train headless, optionally recording
     dynlab inspect FILE         what a recording holds
+    dynlab export FILE --csv DIR | --tensorboard DIR   share a recording
     dynlab install-desktop      add dynlab to the application menu
 
 Errors are one line on stderr and a non-zero exit; ``--debug`` shows tracebacks.
@@ -57,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="describe a recording")
     i.add_argument("file")
     i.add_argument("--json", action="store_true", help="machine-readable output")
+    x = sub.add_parser("export", help="write a recording as CSV files or TensorBoard event files")
+    x.add_argument("file")
+    x.add_argument("--csv", metavar="DIR", help="one CSV per stream: step, then one column per label")
+    x.add_argument("--tensorboard", metavar="DIR", help="TensorBoard event files (needs tensorboardX)")
     o = sub.add_parser("open", help="open the app on a preset")
     o.add_argument("preset")
     o.add_argument("--start", action="store_true", help="start training at once")
@@ -80,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "engines": _engines,
             "run": _run,
             "inspect": _inspect,
+            "export": _export,
             "install-desktop": _install_desktop,
         }[args.command](args)
     except KeyboardInterrupt:
@@ -113,6 +119,17 @@ def _gui(args: argparse.Namespace) -> int:
     if args.command == "open":
         return gui_main(["--open", args.preset] + (["--start"] if args.start else []))
     return gui_main(["--replay", args.file] + (["--present"] if args.present else []))
+
+
+def _export(args: argparse.Namespace) -> int:
+    from dynlab.export import ExportError, export_main  # all the logic lives there
+
+    if not (args.csv or args.tensorboard):
+        raise CliError("export: give --csv DIR and/or --tensorboard DIR")
+    try:
+        return export_main(args.file, csv_dir=args.csv, tensorboard_dir=args.tensorboard)
+    except ExportError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _install_desktop(args: argparse.Namespace) -> int:

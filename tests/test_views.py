@@ -680,3 +680,167 @@ def test_points_lock_the_aspect_only_for_geometry(qtbot):
 
     assert same_units(np.array([[0.0, 0.0], [1.9, 1.8], [1.0, 1.1]]))  # margins against margins
     assert not same_units(np.array([[0.3, 0.5], [1.0, 13.0], [3.0, 0.4]]))  # an error against a ratio
+
+
+# ---------------------------------------------------------------- issue 17: hover, smoothing, tool row
+def _ema(x: np.ndarray, w: float) -> np.ndarray:
+    """TensorBoard's debiased EMA, NaN samples skipped (an independent reference)."""
+    out, state, norm = np.empty(len(x)), 0.0, 0.0
+    for i, v in enumerate(x):
+        ok = np.isfinite(v)
+        state = w * state + (1 - w) * (v if ok else 0.0)
+        norm = w * norm + (1 - w) * ok
+        out[i] = state / norm if norm > 0 else np.nan
+    return out
+
+
+def _loss_frames(steps, seed: int = 0) -> list[Frame]:
+    rng = np.random.default_rng(seed)
+    return [Frame.make(int(s), {"train_loss": np.exp(-s / 80) + 0.1 * rng.standard_normal()}) for s in steps]
+
+
+def test_hover_shows_every_series_at_the_step_nan_aware(qtbot):
+    v = show(qtbot, make_view(ViewSpec("L", ("train_loss", "norms")), STREAMS))
+    v.push(
+        [
+            Frame.make(s, {"train_loss": 1.0 / s, "norms": np.array([s, np.nan, 2.0 * s])})
+            for s in range(1, 51)
+        ]
+    )
+    v.push([Frame.make(60, {"norms": np.array([60.0, 1.0, 120.0])})])  # train_loss not at step 60
+    v.refresh()
+    QtCore.QCoreApplication.processEvents()
+    vb = v.item.getViewBox()
+    mid = sum(vb.viewRange()[1]) / 2
+    v.plot.scene().sigMouseMoved.emit(vb.mapViewToScene(QtCore.QPointF(20.3, mid)))
+    assert v.hover_label.isVisible()
+    lines = v.hover_label.text().splitlines()
+    assert lines[0] == "step 20"
+    assert any(line.startswith("train_loss") and "0.05" in line for line in lines)
+    assert any("norms: sgd " in line and "20" in line for line in lines)
+    assert any("norms: sgdp" in line and "NaN" in line for line in lines)
+    assert v.hover_label.textFormat() == QtCore.Qt.TextFormat.PlainText
+    at, rows = v.values_at(59.0)
+    assert at == 60 and dict((r[0], r[2]) for r in rows)["train_loss"] == 50  # newest row at or before
+    assert "@50" in v.hover_text(at, rows)
+    # Over the data no theory tooltip pops up (the caption keeps it); hovering off hides the values.
+    p = v.plot.mapFromScene(vb.mapViewToScene(QtCore.QPointF(20.3, mid)))
+    tip = QtGui.QHelpEvent(QtCore.QEvent.Type.ToolTip, p, v.plot.viewport().mapToGlobal(p))
+    assert v.eventFilter(v.plot.viewport(), tip) is True
+    v.plot.scene().sigMouseMoved.emit(QtCore.QPointF(-50, -50))
+    assert not v.hover_label.isVisible()
+
+
+def test_smoothed_history_never_changes_as_rows_arrive_or_the_buffer_thins(qtbot, monkeypatch):
+    from dynlab.views import lines
+
+    monkeypatch.setattr(lines, "BUFFER_CAP", 64)  # thin after 64 rows instead of a million
+    v = show(qtbot, make_view(ViewSpec("L", ("train_loss",), smooth=True), STREAMS))
+    all_frames = _loss_frames(range(1, 301))
+    full = np.array([float(f.data["train_loss"]) for f in all_frames])
+    ref = _ema(full, lines.SMOOTH_WEIGHT)  # full-resolution EMA, step s at index s - 1
+    v.push(all_frames[:50])
+    s1, e1 = v.smoothed_data("train_loss")
+    e1 = e1[:, 0]
+    np.testing.assert_allclose(e1, ref[:50], rtol=1e-12)
+    v.push(all_frames[50:60])
+    s2, e2 = v.smoothed_data("train_loss")
+    e2 = e2[:, 0]
+    assert np.array_equal(s2[:50], s1) and np.array_equal(e2[:50], e1)  # the past did not move
+    v.push(all_frames[60:])
+    buf = v._series[("", "train_loss")].buffer
+    assert buf.decimated > 0 and buf.n < 300
+    steps, ema = v.smoothed_data("train_loss")
+    ema = ema[:, 0]
+    # Rows after the last thinned pair are untouched full-resolution EMA values...
+    gaps = np.flatnonzero(np.diff(steps) > 1)
+    k = int(gaps[-1]) + 2
+    assert k % 2 == 0
+    np.testing.assert_allclose(ema[k:], ref[steps[k:].astype(int) - 1], rtol=1e-12)
+    # ...and each thinned pair holds the min and max of the full-resolution EMA over its steps.
+    for i in range(0, k, 2):
+        a, b = int(steps[i]), int(steps[i + 1])
+        block = ref[a - 1 : b]
+        assert ema[i] == pytest.approx(block.min(), rel=1e-12)
+        assert ema[i + 1] == pytest.approx(block.max(), rel=1e-12)
+    # Smoothing the thinned rows instead (what TensorBoard does) would change the past.
+    assert not np.allclose(_ema(buf.values[:, 0], lines.SMOOTH_WEIGHT), ema)
+
+
+def test_smoothing_control_recomputes_from_the_rows_and_turns_off(qtbot):
+    v = show(qtbot, make_view(ViewSpec("L", ("train_loss",)), STREAMS))
+    assert v.smoothed_data("train_loss") is None and v.smooth_box.text() == "smooth off"
+    fr = _loss_frames(range(1, 301), seed=1)
+    full = np.array([float(f.data["train_loss"]) for f in fr])
+    v.push(fr[:200])
+    v.set_smoothing(0.6)
+    assert v.smooth_box.value() == pytest.approx(0.6)
+    e = v.smoothed_data("train_loss")[1][:, 0]
+    np.testing.assert_allclose(e, _ema(full[:200], 0.6), rtol=1e-9)
+    v.push(fr[200:])
+    e2 = v.smoothed_data("train_loss")[1][:, 0]
+    assert np.array_equal(e2[:200], e)
+    np.testing.assert_allclose(e2, _ema(full, 0.6), rtol=1e-9)
+    assert any("EMA" in (c.name() or "") for c in v.item.listDataItems())
+    v.smooth_box.setValue(0.0)
+    assert v.smoothed_data("train_loss") is None
+    assert len(v.series_data("train_loss")[0]) == 300  # the raw rows survive the rebuild
+
+
+def test_log_toggles_move_markers_and_the_wheel_skips_the_unfocused_smoother(qtbot):
+    v = show(qtbot, make_view(ViewSpec("L", ("train_loss",)), STREAMS))
+    v.push(_loss_frames(range(1, 101)))
+    v.add_event(Event(50, "set", {"name": "lr", "old": 0.1, "new": 0.2}))
+    v.refresh()
+    assert v._event_lines[0].value() == pytest.approx(50)
+    v.log_x_button.click()
+    assert v.log_x and v.item.ctrl.logXCheck.isChecked()
+    assert v._event_lines[0].value() == pytest.approx(np.log10(50))
+    v.log_y_button.click()
+    assert v.log_y and v.item.ctrl.logYCheck.isChecked()
+    v.set_log(x=False, y=False)
+    assert not v.log_x_button.isChecked() and v._event_lines[0].value() == pytest.approx(50)
+    pos = QtCore.QPointF(5, 5)
+    wheel = QtGui.QWheelEvent(
+        pos, v.smooth_box.mapToGlobal(pos), QtCore.QPoint(), QtCore.QPoint(0, 120),
+        QtCore.Qt.MouseButton.NoButton, QtCore.Qt.KeyboardModifier.NoModifier,
+        QtCore.Qt.ScrollPhase.NoScrollPhase, False,
+    )  # fmt: skip
+    QtCore.QCoreApplication.sendEvent(v.smooth_box, wheel)
+    assert v.smooth_weight == 0.0
+
+
+def test_csv_export_and_copy_image_from_the_tool_row(qtbot, tmp_path):
+    import csv
+
+    v = show(qtbot, make_view(ViewSpec("L", ("train_loss", "norms"), smooth=True), STREAMS))
+    v.push([Frame.make(1, {"train_loss": 2.22e-16, "norms": np.array([1.0, np.nan, 3.0])})])
+    v.push([Frame.make(3, {"train_loss": 0.5})])
+    v.export_csv(str(tmp_path / "l.csv"))
+    rows = list(csv.reader(open(tmp_path / "l.csv")))
+    assert rows[0][:3] == ["step", "train_loss", "train_loss (EMA 0.9)"]
+    assert "norms: sgdp" in rows[0]
+    assert [r[0] for r in rows[1:]] == ["1", "3"]
+    assert float(rows[1][1]) == 2.22e-16 and float(rows[2][1]) == 0.5
+    sgdp = rows[0].index("norms: sgdp")
+    assert rows[1][sgdp] == "nan" and rows[2][sgdp] == "nan"
+    heat = show(qtbot, make_view(ViewSpec("E", ("err",)), STREAMS))
+    heat.push([Frame.make(1, {"err": np.arange(12.0).reshape(3, 4)})])
+    heat.refresh()
+    heat.export_csv(str(tmp_path / "h.csv"))
+    table = np.loadtxt(tmp_path / "h.csv", delimiter=",", skiprows=1)
+    assert table.shape == (3, 5) and table[2, 4] == 11.0
+    QtGui.QGuiApplication.clipboard().clear()
+    v.copy_button.click()
+    img = QtGui.QGuiApplication.clipboard().image()
+    assert not img.isNull() and img.width() == v.width()
+
+
+def test_csv_of_a_histogram_names_its_bars(qtbot, tmp_path):
+    v = show(qtbot, make_view(ViewSpec("S", ("spectrum",)), STREAMS))
+    v.push([Frame.make(1, {"spectrum": np.array([[0.0, 1.0, 2.0], [1.0, 2.0, 3.0], [0.5, 0.25, 0.25]])})])
+    v.refresh()
+    v.export_csv(str(tmp_path / "s.csv"))
+    lines = (tmp_path / "s.csv").read_text().splitlines()
+    assert lines[0] == "spectrum left,spectrum right,spectrum height"
+    assert lines[1:] == ["0,1,0.5", "1,2,0.25", "2,3,0.25"]

@@ -1,4 +1,10 @@
-"""``LinesView``: scalar and vector streams over steps, several series in one plot."""
+"""``LinesView``: scalar and vector streams over steps, several series in one plot.
+
+Hovering the plot shows every series' value at the step under the cursor; a smoothing
+control draws a debiased EMA (TensorBoard's) computed on the full-resolution rows as
+they arrive, before any thinning, so the smoothed past never changes when more data
+comes (tensorboard#1518).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6 import QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from dynlab.frames import Stream
 from dynlab.viewspec import ViewSpec
@@ -47,12 +53,17 @@ class LinesView(PlotView):
     """
 
     time_axis = True
+    log_toggles = True
 
     def __init__(
         self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None
     ) -> None:
+        #: EMA weight of the smoothed lines (0 = off); the preset's ``smooth`` turns it on
+        self.smooth_weight = SMOOTH_WEIGHT if view.smooth else 0.0
         super().__init__(view, streams, parent)
         self.item.setLogMode(x=view.log_x, y=view.log_y)
+        self._build_smoothing_control()
+        self._build_hover()
         self.legend = style.add_legend(self.item)
         self._series: dict[tuple[str, str], _Series] = {}
         # Colour index of each (stream, column) so runs of one series share a colour.
@@ -90,7 +101,7 @@ class LinesView(PlotView):
         series = self._series.get(key)
         if series is None:
             width = value.size if name == self.reference else self._width(self.streams[name])
-            ema = SMOOTH_WEIGHT if self.view.smooth and name != self.reference else None
+            ema = self.smooth_weight if self.smooth_weight > 0 and name != self.reference else None
             series = self._series[key] = _Series(SeriesBuffer(width, BUFFER_CAP, ema))
             self._make_curves(run, name, series)
         series.buffer.append(step, value)
@@ -183,3 +194,202 @@ class LinesView(PlotView):
         if series is None:
             return np.empty(0), np.empty((0, 1))
         return series.buffer.steps.copy(), series.buffer.values.copy()
+
+    def smoothed_data(self, name: str, run: str = "") -> tuple[np.ndarray, np.ndarray] | None:
+        """Buffered ``(steps, ema)`` of a stream, or ``None`` when smoothing is off."""
+        series = self._series.get((run, name))
+        if series is None or series.buffer.ema is None:
+            return None
+        return series.buffer.steps.copy(), series.buffer.ema.copy()
+
+    # ------------------------------------------------------------------ smoothing
+    def _build_smoothing_control(self) -> None:
+        self.smooth_box = _ToolSpin()
+        self.smooth_box.setRange(0.0, 0.999)
+        self.smooth_box.setDecimals(3)
+        self.smooth_box.setSingleStep(0.05)
+        self.smooth_box.setPrefix("smooth ")
+        self.smooth_box.setSpecialValueText("smooth off")
+        self.smooth_box.setValue(self.smooth_weight)
+        self.smooth_box.setToolTip(
+            "EMA weight of a smoothed line drawn over the raw one (TensorBoard's slider; 0 = off).\n"
+            "Computed on every recorded row as it arrives, so the smoothed past does not move."
+        )
+        self.smooth_box.setKeyboardTracking(False)
+        self.smooth_box.valueChanged.connect(self.set_smoothing)
+        self.toolbar.insertWidget(1, self.smooth_box)
+
+    def set_smoothing(self, weight: float) -> None:
+        """Draw a debiased EMA of weight ``weight`` over every series (0 turns it off).
+
+        The EMA is recomputed from the buffered rows, which are full resolution unless
+        the buffer has thinned a very long history (over ``BUFFER_CAP`` rows); new rows
+        then extend it step by step.
+        """
+        weight = float(min(max(weight, 0.0), 0.999))
+        if weight == self.smooth_weight:
+            return
+        self.smooth_weight = weight
+        if self.smooth_box.value() != weight:
+            self.smooth_box.blockSignals(True)
+            self.smooth_box.setValue(weight)
+            self.smooth_box.blockSignals(False)
+        old = dict(self._series)
+        self._clear_data()
+        for (run, name), series in old.items():
+            buf = series.buffer
+            ema = weight if weight > 0 and name != self.reference else None
+            new = _Series(SeriesBuffer(buf.width, BUFFER_CAP, ema))
+            if buf.n:
+                new.buffer.extend(buf.steps, buf.values)
+            self._series[(run, name)] = new
+            self._make_curves(run, name, new)
+        self._dirty = True
+        self.refresh()
+
+    # ------------------------------------------------------------------ hover
+    def _build_hover(self) -> None:
+        # Plain text floating over the plot, beside the cursor; it never moves the layout.
+        self.hover_label = QtWidgets.QLabel(self.plot)
+        self.hover_label.setTextFormat(QtCore.Qt.TextFormat.PlainText)
+        self.hover_label.setStyleSheet(
+            "QLabel { background: rgba(255, 255, 255, 225); color: #111; border: 1px solid #999;"
+            " padding: 2px 4px; font-family: monospace; font-size: 8pt; }"
+        )
+        self.hover_label.setAttribute(QtCore.Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.hover_label.hide()
+        self._hover_line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#888888", width=1))
+        self._hover_line.setZValue(40)
+        self._hover_line.hide()
+        self.item.addItem(self._hover_line, ignoreBounds=True)
+        self.plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        # The theory tooltip stays on the caption and title: over the data the values speak.
+        self.plot.viewport().installEventFilter(self)
+
+    def eventFilter(self, obj: QtCore.QObject, event: QtCore.QEvent) -> bool:  # noqa: N802 - Qt API
+        if obj is self.plot.viewport():
+            if event.type() == QtCore.QEvent.Type.Leave:
+                self.hide_hover()
+            elif event.type() == QtCore.QEvent.Type.ToolTip:
+                pos = event.pos()
+                # Event markers keep their own tooltips; nothing else pops up over the data.
+                return not any(it.toolTip() for it in self.plot.items(pos) if it is not self._hover_line)
+        return super().eventFilter(obj, event)
+
+    def hide_hover(self) -> None:
+        self.hover_label.hide()
+        self._hover_line.hide()
+
+    def _on_mouse_moved(self, pos: QtCore.QPointF) -> None:
+        vb = self.item.getViewBox()
+        if not vb.sceneBoundingRect().contains(pos):
+            self.hide_hover()
+            return
+        x = vb.mapSceneToView(pos).x()
+        step = 10.0**x if self.log_x else x
+        found = self.values_at(step)
+        if found is None:
+            self.hide_hover()
+            return
+        at, rows = found
+        self.hover_label.setText(self.hover_text(at, rows))
+        self.hover_label.adjustSize()
+        xp = self.x_pos(at)
+        if xp is not None:
+            self._hover_line.setValue(xp)
+            self._hover_line.show()
+        # Beside the cursor, flipped to the other side near the right/bottom edge.
+        p = self.plot.mapFromScene(pos)
+        w, h = self.hover_label.width(), self.hover_label.height()
+        left = p.x() + 14 if p.x() + 14 + w < self.plot.width() else p.x() - 14 - w
+        top = min(max(0, p.y() + 14), max(0, self.plot.height() - h))
+        self.hover_label.move(int(max(0, left)), int(top))
+        self.hover_label.raise_()
+        self.hover_label.show()
+
+    def values_at(self, step: float) -> tuple[int, list[tuple[str, float, int, float | None]]] | None:
+        """Every series' row at ``step``: the step snapped to the nearest recorded one, and
+        ``(label, value, row_step, ema)`` per series (its newest row at or before that step;
+        ``ema`` is None when smoothing is off). ``None`` when there is no data yet.
+        """
+        keys = [k for k, s in self._series.items() if s.buffer.n]
+        if not keys:
+            return None
+        # Snap to the nearest step any series has, so the label reads one real step.
+        best = None
+        for k in keys:
+            st = self._series[k].buffer.steps
+            i = int(np.clip(np.searchsorted(st, step), 1, len(st) - 1)) if len(st) > 1 else 0
+            cand = min((st[j] for j in {max(i - 1, 0), i}), key=lambda s: abs(s - step))
+            if best is None or abs(cand - step) < abs(best - step):
+                best = cand
+        at = int(best)
+        rows = []
+        for run, name in keys:
+            buf = self._series[(run, name)].buffer
+            i = int(np.searchsorted(buf.steps, at, side="right")) - 1
+            if i < 0:
+                continue
+            labels = [f"{name} (reference)"] if name == self.reference else self.series_names(name)
+            for k in range(buf.width):
+                label = (labels[k] if k < len(labels) else f"{name}[{k}]") + self.run_suffix(run)
+                ema = None if buf.ema is None else float(buf.ema[i, k])
+                rows.append((label, float(buf.values[i, k]), int(buf.steps[i]), ema))
+        return at, rows
+
+    @staticmethod
+    def hover_text(at: int, rows: list[tuple[str, float, int, float | None]]) -> str:
+        """Plain text: the step, then one line per series (NaN shown as NaN, never dropped)."""
+        width = max((len(r[0]) for r in rows), default=0)
+        vwidth = max((len(_fmt(r[1])) for r in rows), default=0)
+        lines = [f"step {at:,}"]
+        for label, value, row_step, ema in rows:
+            text = f"{label:<{width}}  {_fmt(value):>{vwidth}}"  # monospace: the numbers line up
+            if ema is not None:
+                text += f"  (EMA {_fmt(ema)})"
+            if row_step != at:
+                text += f"  @{row_step:,}"
+            lines.append(text)
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ export
+    def data_columns(self) -> tuple[list[str], list[np.ndarray]]:
+        """``step`` and one column per series (and its EMA when smoothing), aligned by step."""
+        keys = [k for k, s in self._series.items() if s.buffer.n]
+        if not keys:
+            return [], []
+        steps = np.unique(np.concatenate([self._series[k].buffer.steps for k in keys]))
+        header, cols = ["step"], [steps]
+        for run, name in keys:
+            buf = self._series[(run, name)].buffer
+            labels = [f"{name} (reference)"] if name == self.reference else self.series_names(name)
+            where = np.searchsorted(steps, buf.steps)
+            for k in range(buf.width):
+                label = (labels[k] if k < len(labels) else f"{name}[{k}]") + self.run_suffix(run)
+                for suffix, data in (("", buf.values), (f" (EMA {self.smooth_weight:g})", buf.ema)):
+                    if data is None:
+                        continue
+                    col = np.full(len(steps), np.nan)
+                    col[where] = data[:, k]
+                    header.append(label + suffix)
+                    cols.append(col)
+        return header, cols
+
+
+def _fmt(v: float) -> str:
+    return "NaN" if v != v else f"{v:.6g}"
+
+
+class _ToolSpin(QtWidgets.QDoubleSpinBox):
+    """A small spin box for the tool row that takes the wheel only when focused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFocusPolicy(QtCore.Qt.FocusPolicy.StrongFocus)
+        self.setStyleSheet("font-size: 8pt;")
+
+    def wheelEvent(self, event: QtGui.QWheelEvent) -> None:  # noqa: N802 - Qt API
+        if not self.hasFocus():
+            event.ignore()
+            return
+        super().wheelEvent(event)

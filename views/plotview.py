@@ -1,10 +1,17 @@
-"""``PlotView``: a StreamView drawn in one pyqtgraph plot (SVG export, time-axis markers)."""
+"""``PlotView``: a StreamView drawn in one pyqtgraph plot (SVG export, time-axis markers).
+
+Each plot view carries a small tool row: copy the image to the clipboard, export the
+view's data to CSV and, where the view supports them, log/linear toggles (all of which
+pyqtgraph otherwise hides in its right-click menu).
+"""
 
 from __future__ import annotations
 
+import csv
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtWidgets
 
@@ -27,6 +34,8 @@ class PlotView(StreamView):
     """
 
     time_axis: bool = False
+    #: whether the tool row offers log/linear toggles (views drawn with pyqtgraph's log mode)
+    log_toggles: bool = False
     x_label: str = "step"
     #: whether the first stream's units label the y axis (not for images, whose y axis
     #: holds rows or bins and whose colour bar carries the units)
@@ -42,7 +51,10 @@ class PlotView(StreamView):
         self.item: pg.PlotItem = self.plot.getPlotItem()
         self._event_lines: list[pg.InfiniteLine] = []
         self._cursor_line: pg.InfiniteLine | None = None
+        #: the axes' current scale (the preset's, until the user toggles them)
+        self.log_x, self.log_y = view.log_x, view.log_y
         self._finish_layout(self.plot)
+        self._build_toolbar()
 
     def _y_label(self) -> str:
         return self.stream_names[0] if len(self.stream_names) == 1 else ""
@@ -50,7 +62,7 @@ class PlotView(StreamView):
     # --------------------------------------------------------------- time axis
     def x_pos(self, step: float) -> float | None:
         """Where ``step`` sits in view coordinates (log10 on a log x axis; None if it can't)."""
-        if self.view.log_x:
+        if self.log_x:
             return math.log10(step) if step > 0 else None
         return float(step)
 
@@ -111,3 +123,126 @@ class PlotView(StreamView):
             self.render(painter, QtCore.QPoint(0, 0))
         finally:
             painter.end()
+
+    # ------------------------------------------------------------------ tool row
+    def _build_toolbar(self) -> None:
+        self.toolbar = QtWidgets.QHBoxLayout()
+        self.toolbar.setContentsMargins(0, 0, 0, 0)
+        self.toolbar.setSpacing(2)
+        self.toolbar.addStretch(1)
+        self.log_x_button = self.log_y_button = None
+        if self.log_toggles:
+            self.log_x_button = self.tool_button(
+                "log x", "Logarithmic step axis", lambda on: self.set_log(x=on)
+            )
+            self.log_y_button = self.tool_button(
+                "log y", "Logarithmic value axis", lambda on: self.set_log(y=on)
+            )
+            for b, on in ((self.log_x_button, self.log_x), (self.log_y_button, self.log_y)):
+                b.setCheckable(True)
+                b.blockSignals(True)  # the preset's scale is already set: no redraw mid-construction
+                b.setChecked(on)
+                b.blockSignals(False)
+        self.csv_button = self.tool_button(
+            "CSV…", "Export this view's data to a CSV file", self._ask_csv_path
+        )
+        self.copy_button = self.tool_button(
+            "Copy", "Copy this view as an image to the clipboard", self.copy_image
+        )
+        self._layout.insertLayout(self._layout.indexOf(self.plot), self.toolbar)
+
+    def tool_button(self, text: str, tip: str, slot: Callable[..., object]) -> QtWidgets.QToolButton:
+        """A small flat button appended to the view's tool row."""
+        b = QtWidgets.QToolButton()
+        b.setText(text)
+        b.setToolTip(tip)
+        b.setAutoRaise(True)
+        b.setStyleSheet("QToolButton { font-size: 8pt; padding: 0 3px; }")
+        if text.startswith("log"):
+            b.toggled.connect(slot)
+        else:
+            b.clicked.connect(lambda *_: slot())
+        self.toolbar.addWidget(b)
+        return b
+
+    def set_log(self, x: bool | None = None, y: bool | None = None) -> None:
+        """Switch the axes between log and linear; event markers and the cursor follow."""
+        self.log_x = self.log_x if x is None else bool(x)
+        self.log_y = self.log_y if y is None else bool(y)
+        for button, on in ((self.log_x_button, self.log_x), (self.log_y_button, self.log_y)):
+            if button is not None and button.isChecked() != on:
+                button.blockSignals(True)
+                button.setChecked(on)
+                button.blockSignals(False)
+        self.item.setLogMode(x=self.log_x, y=self.log_y)
+        self._clear_events()
+        for event in self.events:
+            self._draw_event(event)
+        self._draw_cursor(self.cursor)
+        self._dirty = True
+        self.refresh()
+
+    def copy_image(self) -> None:
+        """Put the view (as drawn now) on the clipboard as an image."""
+        self.refresh()
+        QtWidgets.QApplication.clipboard().setPixmap(self._grab())
+
+    def _ask_csv_path(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(
+            self, "Export data", f"{self.view.title}.csv", "CSV (*.csv)"
+        )
+        if not path:
+            return
+        try:
+            self.export_csv(path)
+        except (OSError, ValueError) as exc:
+            QtWidgets.QMessageBox.warning(self, "Export failed", str(exc))
+
+    def export_csv(self, path: str) -> None:
+        """Write the view's data as CSV: a header row, then one row per data point."""
+        header, columns = self.data_columns()
+        if not columns:
+            raise ValueError(f"{self.view.title}: no data to export yet")
+        write_csv(path, header, columns)
+
+    def data_columns(self) -> tuple[list[str], list[np.ndarray]]:
+        """The data drawn, as named columns (shorter ones padded with NaN).
+
+        The generic version reads the plot's items: ``x``/``y`` of each curve, the
+        edges and heights of bars, one column per image column. Views override it
+        with their own buffers (``LinesView``: one column per series, by step).
+        """
+        header: list[str] = []
+        cols: list[np.ndarray] = []
+        legend = self.item.legend
+        named = {id(sample.item): label.text for sample, label in legend.items} if legend is not None else {}
+        for i, it in enumerate(self.item.items):
+            name = named.get(id(it)) or (it.name() if hasattr(it, "name") else None) or f"item{i}"
+            if isinstance(it, pg.PlotDataItem) and it.xData is not None and len(it.xData):
+                header += [f"{name} x", f"{name} y"]
+                cols += [np.asarray(it.xData, float), np.asarray(it.yData, float)]
+            elif isinstance(it, pg.BarGraphItem):
+                o = it.opts
+                x0, x1 = o.get("x0"), o.get("x1")
+                top = o.get("y1") if o.get("y1") is not None else o.get("height")
+                if x0 is not None and x1 is not None and top is not None:
+                    header += [f"{name} left", f"{name} right", f"{name} height"]
+                    cols += [np.ravel(np.asarray(a, float)) for a in (x0, x1, top)]
+            elif isinstance(it, pg.ImageItem) and it.image is not None:
+                img = np.asarray(it.image, float)
+                img = img.reshape(img.shape[0], -1)
+                header += ["row"] + [f"col {j}" for j in range(img.shape[1])]
+                cols += [np.arange(img.shape[0], dtype=float)] + [img[:, j] for j in range(img.shape[1])]
+        return header, cols
+
+
+def write_csv(path: str, header: Sequence[str], columns: Sequence[np.ndarray]) -> None:
+    """Write columns as CSV under a header row; short columns are padded with ``nan``."""
+    n = max((len(c) for c in columns), default=0)
+    table = np.full((n, len(columns)), np.nan)
+    for j, c in enumerate(columns):
+        table[: len(c), j] = c
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerow(header)  # quotes labels that hold commas
+        # %.10g: short, and ten significant digits keep 2.22e-16 and 1e12 as they are.
+        np.savetxt(f, table, fmt="%.10g", delimiter=",")

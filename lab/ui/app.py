@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import socket
 import sys
+from typing import Any
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +43,55 @@ def main(argv: list[str] | None = None) -> int:
         if win.open_replay(args.replay):
             if args.present:
                 win.toggle_presentation()
+    quit_on_signals(app)
     return app.exec()
+
+
+def quit_on_signals(app: Any) -> None:
+    """Ctrl+C (SIGINT) and SIGTERM close every window, so runs stop and recordings close, then quit.
+
+    Qt's event loop runs in C++, and Python runs a signal handler only when it next runs
+    bytecode, so Ctrl+C would wait for the next mouse move. A wakeup socket watched by a
+    ``QSocketNotifier`` wakes Python at once. The exit status is 128 + the signal (130 for
+    Ctrl+C). A second signal while closing ends the process the default way.
+    """
+    from PySide6 import QtCore
+
+    rsock, wsock = socket.socketpair()
+    rsock.setblocking(False)
+    wsock.setblocking(False)
+    try:
+        signal.set_wakeup_fd(wsock.fileno())
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        rsock.close()
+        wsock.close()
+        return
+    notifier = QtCore.QSocketNotifier(rsock.fileno(), QtCore.QSocketNotifier.Type.Read, app)
+
+    def drain() -> None:
+        try:
+            rsock.recv(64)
+        except OSError:
+            pass
+
+    notifier.activated.connect(drain)
+    closing = []
+
+    def close_all(code: int) -> None:
+        app.closeAllWindows()  # MainWindow.closeEvent stops runs and closes recordings
+        app.exit(code)
+
+    def handler(signum: int, _frame: object) -> None:
+        if closing:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        closing.append(signum)
+        QtCore.QTimer.singleShot(0, lambda: close_all(128 + signum))
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+    app._dynlab_signal_wakeup = (rsock, wsock, notifier)  # alive as long as the app
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
-"""Export: a view to PNG/SVG, a replay to MP4 (imageio-ffmpeg ships its own ffmpeg)."""
+"""Export: a view to PNG/SVG, a replay to MP4 (imageio-ffmpeg ships its own ffmpeg), and a
+recording to CSV or TensorBoard (*File → Export recording…*, the app's face of ``dynlab export``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
-from PySide6 import QtGui, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
 
 def grab_rgb(widget: QtWidgets.QWidget) -> np.ndarray:
@@ -53,3 +56,113 @@ def export_replay_mp4(
             if progress is not None and progress(i + 1, len(steps)) is False:
                 break
     return written
+
+
+class ExportDialog(QtWidgets.QDialog):
+    """Pick a recording, a format (CSV or TensorBoard) and a folder; ``run()`` does the export.
+
+    The work is ``dynlab.export`` (the same code as ``dynlab export``), with a progress
+    dialog whose Cancel stops between blocks of rows.
+    """
+
+    FORMATS = ("CSV (one file per stream)", "TensorBoard event files")
+
+    def __init__(self, recording: str = "", parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Export recording")
+        self.recording = QtWidgets.QLineEdit(recording)
+        self.fmt = QtWidgets.QComboBox()
+        self.fmt.addItems(self.FORMATS)
+        self.folder = QtWidgets.QLineEdit()
+        self._auto_folder = True
+        self.folder.textEdited.connect(lambda *_: setattr(self, "_auto_folder", False))
+        self.recording.textChanged.connect(self._suggest_folder)
+        self.fmt.currentIndexChanged.connect(self._suggest_folder)
+        self._suggest_folder()
+        pick_rec = QtWidgets.QPushButton("Browse…")
+        pick_rec.clicked.connect(self._browse_recording)
+        pick_dir = QtWidgets.QPushButton("Browse…")
+        pick_dir.clicked.connect(self._browse_folder)
+        form = QtWidgets.QGridLayout()
+        form.addWidget(QtWidgets.QLabel("Recording"), 0, 0)
+        form.addWidget(self.recording, 0, 1)
+        form.addWidget(pick_rec, 0, 2)
+        form.addWidget(QtWidgets.QLabel("Format"), 1, 0)
+        form.addWidget(self.fmt, 1, 1, 1, 2)
+        form.addWidget(QtWidgets.QLabel("Into folder"), 2, 0)
+        form.addWidget(self.folder, 2, 1)
+        form.addWidget(pick_dir, 2, 2)
+        note = QtWidgets.QLabel(
+            "CSV: a step column and one column per label, plus events.csv. TensorBoard: scalars, "
+            "one tag per vector label, histograms (view with tensorboard --logdir FOLDER). "
+            "Same as the command dynlab export."
+        )
+        note.setWordWrap(True)
+        note.setStyleSheet("color: #555; font-size: 9pt;")
+        buttons = QtWidgets.QDialogButtonBox(
+            QtWidgets.QDialogButtonBox.StandardButton.Ok | QtWidgets.QDialogButtonBox.StandardButton.Cancel
+        )
+        buttons.button(QtWidgets.QDialogButtonBox.StandardButton.Ok).setText("Export")
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(note)
+        lay.addWidget(buttons)
+        self.resize(640, 200)
+
+    @property
+    def tensorboard(self) -> bool:
+        return self.fmt.currentIndex() == 1
+
+    def _suggest_folder(self, *_: object) -> None:
+        if not self._auto_folder:
+            return
+        rec = self.recording.text().strip()
+        if rec:
+            p = Path(rec)
+            self.folder.setText(str(p.with_name(p.stem + ("-tensorboard" if self.tensorboard else "-csv"))))
+
+    def _browse_recording(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(
+            self, "Recording", self.recording.text(), "dynlab recordings (*.h5 *.hdf5);;All files (*)"
+        )
+        if path:
+            self.recording.setText(path)
+
+    def _browse_folder(self) -> None:
+        path = QtWidgets.QFileDialog.getExistingDirectory(self, "Export into", self.folder.text())
+        if path:
+            self.folder.setText(path)
+            self._auto_folder = False
+
+    def run(self) -> str:
+        """Export as set in the dialog; returns a one-line summary (raises on failure)."""
+        from dynlab import export  # tensorboardX pulls in torch: only when asked for
+
+        rec, out = self.recording.text().strip(), self.folder.text().strip()
+        if not rec or not out:
+            raise ValueError("choose a recording and a folder")
+        dlg = QtWidgets.QProgressDialog("Exporting…", "Cancel", 0, 100, self.parentWidget())
+        dlg.setWindowModality(QtCore.Qt.WindowModality.WindowModal)
+        dlg.setMinimumDuration(300)
+
+        def progress(done: int, total: int) -> bool:
+            dlg.setMaximum(max(total, 1))
+            dlg.setValue(min(done, total))
+            QtWidgets.QApplication.processEvents()  # keep Cancel alive between blocks
+            return not dlg.wasCanceled()
+
+        try:
+            if self.tensorboard:
+                result = export.export_tensorboard(rec, out, progress=progress)
+                text = f"TensorBoard events for {len(result['tags'])} tags in {out}"
+                if result["skipped"]:
+                    text += f" (no TensorBoard plot for: {', '.join(result['skipped'])})"
+            else:
+                files = export.export_csv(rec, out, progress=progress)
+                text = f"{len(files)} CSV files in {out}"
+        finally:
+            cancelled = dlg.wasCanceled()  # before close(), which counts as a cancel
+            dlg.close()
+        return ("Export cancelled: partial " if cancelled else "Exported ") + text

@@ -12,6 +12,7 @@ from pathlib import Path
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from dynlab import presets
+from dynlab.ui.recent import read_info, thumbnail
 
 #: The gallery's first cards: one per phenomenon, the most telling first; the rest follow by name.
 FEATURED = (
@@ -26,6 +27,10 @@ FEATURED = (
     "generalization-dynamics",
     "gradient-coherence",
 )
+
+
+#: Thumbnail size of a recent recording (its own first loss-like curve).
+THUMB = (96, 40)
 
 
 def gallery_order(paths: list[Path]) -> list[Path]:
@@ -103,6 +108,53 @@ class PresetCard(QtWidgets.QFrame):
         lay.addLayout(row)
 
 
+class RecentRow(QtWidgets.QWidget):
+    """One recent recording: its thumbnail, its whole file name, and preset · date · steps · status."""
+
+    def __init__(self, path: str, summary: str, *, bad: bool = False) -> None:
+        super().__init__()
+        self.path = path
+        self.bad = bad
+        self.thumb = QtWidgets.QLabel()
+        self.thumb.setFixedSize(*THUMB)
+        self.thumb.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        self.thumb.setStyleSheet("color: #999; font-size: 8pt; border: 1px solid #ddd;")
+        # Zero-width spaces after - and _ let a long file name wrap there instead of being cut.
+        name = Path(path).name
+        self.name = QtWidgets.QLabel(name.replace("-", "-\u200b").replace("_", "_\u200b"))
+        self.info = QtWidgets.QLabel(summary)
+        for lab in (self.name, self.info):
+            lab.setTextFormat(QtCore.Qt.TextFormat.PlainText)
+            lab.setWordWrap(True)
+        self.info.setStyleSheet(f"color: {'#b00' if bad else '#555'}; font-size: 8pt;")
+        text = QtWidgets.QVBoxLayout()
+        text.setContentsMargins(0, 0, 0, 0)
+        text.setSpacing(0)
+        text.addWidget(self.name)
+        text.addWidget(self.info)
+        text.addStretch(1)
+        lay = QtWidgets.QHBoxLayout(self)
+        lay.setContentsMargins(3, 3, 3, 3)
+        lay.addWidget(self.thumb, 0, QtCore.Qt.AlignmentFlag.AlignTop)
+        lay.addLayout(text, 1)
+        self._path_name = name
+
+    def set_thumbnail(self, image: QtGui.QImage | None) -> None:
+        if image is not None:
+            self.thumb.setStyleSheet("")
+            self.thumb.setPixmap(QtGui.QPixmap.fromImage(image))
+        else:
+            self.thumb.setText("" if self.bad else "no curve")
+
+    def plain_text(self) -> str:
+        return f"{self._path_name}\n{self.info.text()}"
+
+    def height_for(self, width: int) -> int:
+        text_w = max(60, width - THUMB[0] - 6 - self.layout().spacing())
+        h = self.name.heightForWidth(text_w) + self.info.heightForWidth(text_w)
+        return max(THUMB[1], h) + 6
+
+
 class Gallery(QtWidgets.QWidget):
     """All bundled presets as cards, plus the recent recordings."""
 
@@ -132,15 +184,24 @@ class Gallery(QtWidgets.QWidget):
         scroll.setWidget(flow)
         scroll.setWidgetResizable(True)
         self.recent = QtWidgets.QListWidget()
-        self.recent.setToolTip("Click to replay")
-        self.recent.itemClicked.connect(
-            lambda it: self.replay_requested.emit(it.data(QtCore.Qt.ItemDataRole.UserRole))
-        )
+        # Whole names, wrapped: a recording is told apart by its date and seed at the end.
+        self.recent.setWordWrap(True)
+        self.recent.setTextElideMode(QtCore.Qt.TextElideMode.ElideNone)
+        self.recent.setIconSize(QtCore.QSize(*THUMB))
+        self.recent.setResizeMode(QtWidgets.QListView.ResizeMode.Adjust)
+        self.recent.setSpacing(2)
+        self.recent.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.recent.itemClicked.connect(self._on_recent_clicked)
+        self.recent.viewport().installEventFilter(self)
+        self.recent_note = QtWidgets.QLabel("")
+        self.recent_note.setWordWrap(True)
+        self.recent_note.setStyleSheet("color: #666; font-size: 8pt;")
         side = QtWidgets.QWidget()
         sl = QtWidgets.QVBoxLayout(side)
         sl.addWidget(QtWidgets.QLabel("<b>Recent recordings</b>"))
         sl.addWidget(self.recent, 1)
-        side.setMaximumWidth(320)
+        sl.addWidget(self.recent_note)
+        side.setFixedWidth(320)  # three 360-px cards still fit beside it at 1500 px
         body = QtWidgets.QHBoxLayout()
         body.addWidget(scroll, 1)
         body.addWidget(side)
@@ -166,11 +227,63 @@ class Gallery(QtWidgets.QWidget):
             c.setVisible(not hide)
         self._layout_cards()
 
-    def set_recent(self, paths: list[str]) -> None:
+    def eventFilter(self, obj: QtCore.QObject, event: QtCore.QEvent) -> bool:  # noqa: N802 - Qt API
+        if obj is self.recent.viewport() and event.type() == QtCore.QEvent.Type.Resize:
+            self._fit_rows()
+        return super().eventFilter(obj, event)
+
+    def _fit_rows(self) -> None:
+        """Each row as tall as its wrapped text needs at the list's width: nothing is cut off."""
+        width = self.recent.viewport().width() - 2 * self.recent.spacing()
+        for i in range(self.recent.count()):
+            it = self.recent.item(i)
+            row = self.recent.itemWidget(it)
+            if isinstance(row, RecentRow):
+                it.setSizeHint(QtCore.QSize(width, row.height_for(width)))
+
+    def _next_thumbnail(self) -> None:
+        pending = getattr(self, "_pending_thumbs", [])
+        while pending:
+            row = pending.pop(0)
+            try:
+                row.set_thumbnail(None if row.bad else thumbnail(row.path, THUMB))
+            except RuntimeError:  # the row was deleted by a newer set_recent
+                continue
+            if pending:
+                QtCore.QTimer.singleShot(0, self._next_thumbnail)
+            return
+
+    def _on_recent_clicked(self, item: QtWidgets.QListWidgetItem) -> None:
+        path = item.data(QtCore.Qt.ItemDataRole.UserRole)
+        if path:
+            self.replay_requested.emit(path)
+
+    def set_recent(self, paths: list[str], folder: str = "") -> None:
+        """Show these recordings: full name, preset, date, steps, status and a thumbnail of the run.
+
+        ``folder`` (where new recordings go, ``DYNLAB_RECORDINGS`` if set) is named under the list.
+        """
         self.recent.clear()
+        self._pending_thumbs: list[RecentRow] = []
         for p in paths:
-            if Path(p).is_file():
-                it = QtWidgets.QListWidgetItem(Path(p).name)
-                it.setToolTip(p)
-                it.setData(QtCore.Qt.ItemDataRole.UserRole, p)
-                self.recent.addItem(it)
+            if not Path(p).is_file():
+                continue
+            info = read_info(p)
+            row = RecentRow(p, info.summary(), bad=bool(info.error))
+            self._pending_thumbs.append(row)
+            it = QtWidgets.QListWidgetItem()
+            it.setData(QtCore.Qt.ItemDataRole.UserRole, p)
+            it.setData(QtCore.Qt.ItemDataRole.AccessibleTextRole, row.plain_text())
+            it.setToolTip(f"{p}\n{info.summary()}\nClick to replay")
+            self.recent.addItem(it)
+            self.recent.setItemWidget(it, row)
+        self._fit_rows()
+        # Thumbnails read a few hundred rows of each file (~0.1 s for 10^6 steps): one per
+        # event-loop turn, so the gallery shows at once and fills in.
+        QtCore.QTimer.singleShot(0, self._next_thumbnail)
+        if folder:
+            self.recent_note.setText(f"New recordings go to {folder} (set DYNLAB_RECORDINGS to change).")
+        if not self.recent.count():
+            it = QtWidgets.QListWidgetItem("No recordings yet: press Start on a preset with Record on.")
+            it.setFlags(QtCore.Qt.ItemFlag.NoItemFlags)
+            self.recent.addItem(it)

@@ -5,15 +5,17 @@ presentation mode and settings; behaviour lives in the parts it holds.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from dynlab import presets
 from dynlab.recording import RecordingError
 from dynlab.ui.gallery import Gallery
-from dynlab.ui.workspace import Workspace
+from dynlab.ui.recent import find_recordings
+from dynlab.ui.workspace import Workspace, recordings_dir
 
-MAX_RECENT = 12
+MAX_RECENT = 20
 _WINDOWS: list[MainWindow] = []  # extra windows stay alive until closed
 
 
@@ -40,9 +42,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.workspace.status.connect(self._on_status_changed)
         self.workspace.error.connect(self.show_error)
         self.workspace.recorded.connect(self.add_recent)
+        self.workspace.params.message.connect(self.show_message)
+        self.workspace.params.save_requested.connect(self.save_preset)
         self._build_menus()
         self._build_shortcuts()
-        self.gallery.set_recent(self.recent())
+        self._show_recent()
         self.resize(1500, 950)
         geo = self.settings.value("window/geometry")
         if geo is not None:
@@ -68,8 +72,21 @@ class MainWindow(QtWidgets.QMainWindow):
         f.addSeparator()
         f.addAction("&Export view…", self.export_view, QtGui.QKeySequence("Ctrl+E"))
         f.addAction("Export replay to &MP4…", self.export_mp4)
+        f.addAction(
+            "Export &recording (CSV, TensorBoard)…", self.export_recording, QtGui.QKeySequence("Ctrl+Shift+E")
+        )
+        f.addAction("&Save hyperparameters as preset…", self.save_preset, QtGui.QKeySequence("Ctrl+Shift+S"))
         f.addSeparator()
         f.addAction("&Quit", self.close, QtGui.QKeySequence.StandardKey.Quit)
+        e = mb.addMenu("&Edit")
+        e.addAction(
+            "&Undo hyperparameter change", self.workspace.params.undo, QtGui.QKeySequence.StandardKey.Undo
+        )
+        e.addAction(
+            "&Apply typed hyperparameters",
+            lambda: self.workspace.params.commit(),
+            QtGui.QKeySequence("Ctrl+Return"),
+        )
         r = mb.addMenu("&Run")
         r.addAction("&Start", self.workspace.start, QtGui.QKeySequence("Ctrl+R"))
         r.addAction("&Pause / resume", self.workspace.pause_resume)
@@ -83,22 +100,31 @@ class MainWindow(QtWidgets.QMainWindow):
         theme.addAction("Light", lambda: self.set_theme("light"))
         theme.addAction("Dark", lambda: self.set_theme("dark"))
         h = mb.addMenu("&Help")
+        h.addAction("&Keyboard shortcuts", self.show_shortcuts, QtGui.QKeySequence("F1"))
+        h.addAction("&Documentation", self.open_docs)
+        h.addAction("The &paper of this preset", self.show_paper)
+        h.addSeparator()
         h.addAction("&About dynlab", self._about)
 
     def _build_shortcuts(self) -> None:
         ws = self.workspace
 
-        def key(seq: str, slot: object) -> None:
+        def key(seq: str, slot: object, what: str) -> None:
             sc = QtGui.QShortcut(QtGui.QKeySequence(seq), self)
             sc.setContext(QtCore.Qt.ShortcutContext.WindowShortcut)
+            sc.setProperty("help", what)  # listed by Help → Keyboard shortcuts
             sc.activated.connect(slot)
 
-        key("Space", lambda: ws.toggle_play() if ws.seekable() else ws.pause_resume())
-        key("Right", ws.next_event)
-        key("Left", ws.prev_event)
-        key("]", ws.faster)
-        key("[", ws.slower)
-        key("Escape", lambda: self.toggle_presentation() if self.presenting else None)
+        key("Space", lambda: ws.toggle_play() if ws.seekable() else ws.pause_resume(), "Play / pause")
+        key("Right", ws.next_event, "Replay: next event")
+        key("Left", ws.prev_event, "Replay: previous event")
+        key("]", ws.faster, "Replay: faster")
+        key("[", ws.slower, "Replay: slower")
+        key(
+            "Escape",
+            lambda: self.toggle_presentation() if self.presenting else None,
+            "Leave presentation mode",
+        )
 
     # ------------------------------------------------------------------ actions
     def open_preset(self, name_or_path: str, start: bool = False) -> bool:
@@ -138,7 +164,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def show_gallery(self) -> None:
         self.workspace.close_sources()
-        self.gallery.set_recent(self.recent())
+        self._show_recent()
         self.pages.setCurrentWidget(self.gallery)
         self.setWindowTitle("dynlab — live training dynamics")
 
@@ -201,6 +227,93 @@ class MainWindow(QtWidgets.QMainWindow):
         finally:
             dlg.close()
 
+    def _current_recording(self) -> str:
+        """The replayed recording's path, else the newest readable recent one, else ''."""
+        player = self.workspace.seekable()
+        if player is not None and player.recording:
+            return str(player.recording)
+        from dynlab.ui.recent import read_info
+
+        return next((p for p in self.recent() if not read_info(p).error), "")
+
+    def export_recording(self) -> None:
+        """File → Export recording…: CSV or TensorBoard, as ``dynlab export`` does."""
+        from dynlab.ui.export import ExportDialog
+
+        dlg = ExportDialog(self._current_recording(), self)
+        self._export_dialog = dlg
+        if dlg.exec() != QtWidgets.QDialog.DialogCode.Accepted:
+            return
+        try:
+            self.status_label.setText(dlg.run())
+        except Exception as exc:  # RecordingError, ExportError, OSError: one line, the app stays up
+            self.show_error("Export failed", str(exc))
+
+    def save_preset(self) -> None:
+        """Write the open preset with the hyperparameters now in use into a TOML file."""
+        from dynlab.export import save_preset
+
+        preset, values, seed = self._preset_and_values()
+        if preset is None:
+            self.show_error("Save as preset", "Open a preset or a recording of one first.")
+            return
+        start = str(Path.home() / f"{preset.name}-mine.toml")
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save as preset", start, "Presets (*.toml)")
+        if not path:
+            return
+        try:
+            saved = save_preset(
+                path,
+                preset.text,
+                values,
+                title=f"{preset.title} ({Path(path).stem})",
+                seed=seed,
+                source=preset.name,
+            )
+        except Exception as exc:  # ExportError, PresetError: say what, keep going
+            self.show_error("Save as preset failed", str(exc))
+            return
+        self.status_label.setText(
+            f"Saved {saved}: run it with `dynlab run {saved}` or File → Open preset file…"
+        )
+
+    def _preset_and_values(self) -> tuple[Any, dict[str, Any], int | None]:
+        """The open preset, the hyperparameters to save and the seed (a replay: the recording's own)."""
+        ws = self.workspace
+        preset = ws.preset
+        player = ws.seekable()
+        if player is not None:
+            seed = player.file.attrs.get("seed")
+            return preset, dict(player.params), None if seed is None else int(seed)
+        values = ws.params.values() if ws.params.values() else dict(getattr(ws, "overrides", {}))
+        return preset, values, getattr(ws, "_seed", None)
+
+    def show_shortcuts(self) -> None:
+        from dynlab.ui.help import ShortcutsDialog
+
+        self._shortcuts = ShortcutsDialog(self)
+        self._shortcuts.show()
+
+    def open_docs(self) -> None:
+        from dynlab.ui.help import docs_location
+
+        where = docs_location()
+        if where is None:
+            self.show_error("Documentation", "The docs ship with the source checkout (docs/ and README.md).")
+            return
+        QtGui.QDesktopServices.openUrl(QtCore.QUrl.fromLocalFile(str(where)))
+        self.status_label.setText(f"Opened {where}")
+
+    def show_paper(self) -> None:
+        from dynlab.ui.help import PaperDialog
+
+        preset = self.workspace.preset
+        if preset is None or not preset.paper:
+            self.show_error("The paper of this preset", "Open a preset (or a recording of one) first.")
+            return
+        self._paper = PaperDialog(preset.paper, self)
+        self._paper.show()
+
     def toggle_presentation(self) -> None:
         """Full screen, large fonts, controls hidden; Space, arrows and [ ] drive the replay."""
         self.presenting = not self.presenting
@@ -245,20 +358,39 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # ------------------------------------------------------------------ recent files
     def recent(self) -> list[str]:
+        """Recordings opened or made here, and those in the recordings folder (``DYNLAB_RECORDINGS``),
+        newest first."""
         val = self.settings.value("recent/recordings", [])
         if isinstance(val, str):
             val = [val]
-        return [v for v in (val or []) if Path(v).is_file()]
+        paths = {str(Path(v)) for v in (val or []) if Path(v).is_file()}
+        paths.update(find_recordings(recordings_dir(), MAX_RECENT))
+
+        def mtime(p: str) -> float:
+            try:
+                return Path(p).stat().st_mtime
+            except OSError:
+                return 0.0
+
+        return sorted(paths, key=mtime, reverse=True)[:MAX_RECENT]
 
     def add_recent(self, path: str) -> None:
-        items = [path] + [p for p in self.recent() if p != path]
+        val = self.settings.value("recent/recordings", [])
+        val = [val] if isinstance(val, str) else list(val or [])
+        items = [path] + [p for p in val if p != path]
         self.settings.setValue("recent/recordings", items[:MAX_RECENT])
-        self.gallery.set_recent(items[:MAX_RECENT])
+        self._show_recent()
+
+    def _show_recent(self) -> None:
+        self.gallery.set_recent(self.recent(), folder=str(recordings_dir()))
 
     def _fill_recent_menu(self) -> None:
+        from dynlab.ui.recent import read_info
+
         self.recent_menu.clear()
         for p in self.recent():
-            self.recent_menu.addAction(Path(p).name, lambda p=p: self.open_replay(p))
+            act = self.recent_menu.addAction(f"{Path(p).name}  —  {read_info(p).summary()}")
+            act.triggered.connect(lambda *_, p=p: self.open_replay(p))
         if not self.recent_menu.actions():
             self.recent_menu.addAction("(none yet)").setEnabled(False)
 
@@ -268,6 +400,10 @@ class MainWindow(QtWidgets.QMainWindow):
         QtWidgets.QMessageBox.about(
             self, "About dynlab", f"dynlab {__version__}\nA desktop lab for live training dynamics."
         )
+
+    def show_message(self, text: str) -> None:
+        """A message that stays 10 s in the status bar (the run's status line updates every tick)."""
+        self.statusBar().showMessage(text, 10_000)
 
     def _on_status_changed(self, text: str) -> None:
         self.status_label.setText(text)

@@ -79,7 +79,6 @@ class Workspace(QtWidgets.QWidget):
         self.sources: dict[str, Source] = {}
         self.events: list[Event] = []
         self.overrides: dict[str, Any] = {}
-        self.undo_stack: list[tuple[str, Any]] = []
         self.last_error = ""
         self._streams: dict[str, Stream] = {}
         self._seed = 0
@@ -119,7 +118,7 @@ class Workspace(QtWidgets.QWidget):
         self.controls.add_run_clicked.connect(self.add_seed)
         self.controls.pace_changed.connect(self.set_pace)
         self.params.edited.connect(self._on_param_edited)
-        self.params.undo_requested.connect(self.undo)
+        self.params.restore_requested.connect(self.set_param)
         self.timeline.seek.connect(self.seek)
         self.timeline.toggle.connect(self.toggle_play)
         self.timeline.faster.connect(self.faster)
@@ -300,26 +299,17 @@ class Workspace(QtWidgets.QWidget):
         if not live:
             self.overrides[name] = value
             return
-        old = live[0].params.get(name)
         for src in live:
             try:
                 src.set(name, value)
             except ValueError as exc:
                 self._error("Change refused", str(exc))
-                self.params.set_value(name, src.params.get(name))
+                self.params.refuse(name, str(exc), src.params.get(name))
                 return
-        self.undo_stack.append((name, old))
-        self.params.undo_button.setEnabled(True)
 
     def undo(self) -> None:
-        """Undo the last live change (sent as a new change, so it is recorded too)."""
-        if not self.undo_stack:
-            return
-        name, old = self.undo_stack.pop()
-        for src in self.steerable():
-            src.set(name, old)
-        self.params.set_value(name, old)
-        self.params.undo_button.setEnabled(bool(self.undo_stack))
+        """Undo the last edit (the panel keeps the history; the restore is sent as a new, recorded change)."""
+        self.params.undo()
 
     def _on_param_edited(self, name: str, value: Any) -> None:
         self.set_param(name, value)
@@ -424,6 +414,9 @@ class Workspace(QtWidgets.QWidget):
                 v.add_event(ev)
         if ev.kind == "set":
             self.params.set_value(ev.payload["name"], ev.payload["new"])
+        elif ev.kind == "refused" and src is not None and Control.SET in src.controls:
+            name = str(ev.payload.get("name", ""))
+            self.params.refuse(name, str(ev.payload.get("message", "")), src.params.get(name))
         key = (run_id, ev.step, ev.kind)
         # A recording's events are history: shown in the log and on the axes, never as dialogs.
         if src is None or Control.SEEK in src.controls or key in self._reported:
@@ -524,8 +517,6 @@ class Workspace(QtWidgets.QWidget):
         # Hand the last events (the end marker...) to the log before forgetting the runs.
         self.sources.clear()
         self._reported.clear()
-        self.undo_stack.clear()
-        self.params.undo_button.setEnabled(False)
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         self.close_sources()
