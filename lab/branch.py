@@ -38,6 +38,8 @@ class BranchStart:
     checkpoint_step: int | None = None  # None: no checkpoint, re-run from step 0
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
+    #: The branch's own edits, applied at ``at`` after the parent's and recorded as ``set`` events.
+    sets: dict[str, Any] = field(default_factory=dict)
 
 
 def _open(path: str) -> h5py.File:

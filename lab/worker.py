@@ -220,6 +220,8 @@ class Worker:
                 else "a re-run from step 0"
             )
             self.emit("branch", parent=b.parent, at=b.at, restored_from=how)
+            for name, value in b.sets.items():
+                self._on_set(name, value)
         if self.recording is not None and cfg.checkpoint_every != 0:
             self._first_checkpoint()
         self.status()

@@ -100,3 +100,30 @@ def test_unfocused_pace_box_ignores_the_wheel(ws, qtbot):
     )
     QtWidgets.QApplication.sendEvent(box, ev)
     assert box.currentIndex() == before
+
+
+def test_branch_from_the_replay_cursor_runs_live_over_its_ghost_parent(ws, qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("DYNLAB_RECORDINGS", str(tmp_path / "recs"))
+    preset = presets.load("quadratic").with_overrides(steps=80)
+    parent = str(tmp_path / "parent.h5")
+    run_headless(preset, record=parent, run_kwargs={"checkpoint_every": 10})
+    ws.open_replay(parent)
+    ws.seek(29)
+    branch = ws.branch_from_here({"lr": 0.02})
+    assert branch is not None and branch.label == "branch @30: lr=0.02"
+    qtbot.waitUntil(lambda: branch.state is RunState.FINISHED, timeout=30_000)
+    qtbot.waitUntil(lambda: ws.last_values.get("branch1", {}).get("train_loss") is not None, timeout=5_000)
+    view = next(v for v in ws.views if "train_loss" in v.streams)
+    assert "" in view.ghosts and "branch1" not in view.ghosts
+    steps, _ = view.series_data("train_loss", run="branch1")
+    assert steps[0] == 30 and steps[-1] == 79
+    assert any(e.kind == "branch" and e.step == 30 for e in view.events), "the branch point is marked"
+    tree = ws.left_scroll.branches
+    assert tree.isVisible() and tree.topLevelItem(0).child(0).text(1) == "30"
+    import h5py
+
+    with h5py.File(branch.recording, "r") as f:
+        assert f.attrs["parent_recording"] == parent and int(f.attrs["parent_step"]) == 30
+    with qtbot.waitSignal(ws.open_requested) as sig:
+        tree.itemDoubleClicked.emit(tree.topLevelItem(0).child(0), 0)
+    assert sig.args == [branch.recording]

@@ -57,6 +57,7 @@ class StreamView(QtWidgets.QWidget):
         }
         self.missing: tuple[str, ...] = tuple(s for s in view.streams if s not in streams)
         self.runs: dict[str, str] = {"": ""}
+        self.ghosts: set[str] = set()  # runs drawn faint (a branch's parent)
         self._run_data: set[str] = set()  # runs that pushed anything
         self.events: list[Event] = []
         self.cursor: int | None = None
@@ -130,6 +131,14 @@ class StreamView(QtWidgets.QWidget):
             self._run_box.setCurrentIndex(list(self.runs).index(self._shown_run))
             self._run_box.blockSignals(False)
             self._run_box.setVisible(len(self.runs) > 1)
+        self._dirty = True
+
+    def set_ghost(self, run_id: str, ghost: bool = True) -> None:
+        """Draw ``run_id`` faint behind the others (the parent a branch left from)."""
+        if ghost:
+            self.ghosts.add(run_id)
+        else:
+            self.ghosts.discard(run_id)
         self._dirty = True
 
     def export_image(self, path: str) -> None:

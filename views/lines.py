@@ -27,6 +27,9 @@ SMOOTH_WEIGHT = 0.9
 BUFFER_CAP = 1 << 20
 
 
+#: Opacity of a ghost run's curves (a branch's parent, drawn behind the branch).
+GHOST_OPACITY = 0.3
+
 #: Series longer than this are drawn without antialiasing (see ``_redraw``).
 ANTIALIAS_MAX_POINTS = 20_000
 
@@ -153,6 +156,16 @@ class LinesView(PlotView):
                 )
                 curve.setZValue(10)
                 series.smooth.append(curve)
+        if run in self.ghosts:
+            for curve in (*series.raw, *series.smooth):
+                curve.setOpacity(GHOST_OPACITY)
+
+    def set_ghost(self, run_id: str, ghost: bool = True) -> None:
+        super().set_ghost(run_id, ghost)
+        for (run, _), series in self._series.items():
+            if run == run_id:
+                for curve in (*series.raw, *series.smooth):
+                    curve.setOpacity(GHOST_OPACITY if ghost else 1.0)
 
     def _clear_data(self) -> None:
         for series in self._series.values():

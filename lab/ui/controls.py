@@ -47,6 +47,7 @@ class RunControls(QtWidgets.QGroupBox):
     stop_clicked = QtCore.Signal()
     restart_clicked = QtCore.Signal()
     add_run_clicked = QtCore.Signal()
+    branch_clicked = QtCore.Signal()
     pace_changed = QtCore.Signal(float)
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
@@ -75,6 +76,9 @@ class RunControls(QtWidgets.QGroupBox):
             "Add a run of the same preset with another seed, overlaid",
             self.add_run_clicked,
         )
+        self.branch = button(
+            "Branch…", sp.SP_ArrowRight, "What if? Branch a new run from here with other knobs", self.branch_clicked
+        )
         self.record = QtWidgets.QCheckBox("Record to HDF5")
         self.record.setChecked(True)
         self.record.setToolTip("Write every frame and event to a recording you can replay")
@@ -90,14 +94,15 @@ class RunControls(QtWidgets.QGroupBox):
         self.progress.setFormat("step %v / %m")
         self.eta = QtWidgets.QLabel("")
         grid = QtWidgets.QGridLayout(self)
-        for i, b in enumerate((self.start, self.pause, self.step, self.stop, self.restart, self.add_run)):
+        buttons = (self.start, self.pause, self.step, self.stop, self.restart, self.add_run, self.branch)
+        for i, b in enumerate(buttons):
             grid.addWidget(b, i // 2, i % 2)
-        grid.addWidget(self.record, 3, 0)
-        grid.addWidget(self.until_stopped, 3, 1)
-        grid.addWidget(QtWidgets.QLabel("Pace"), 4, 0)
-        grid.addWidget(self.pace, 4, 1)
-        grid.addWidget(self.progress, 5, 0, 1, 2)
-        grid.addWidget(self.eta, 6, 0, 1, 2)
+        grid.addWidget(self.record, 4, 0)
+        grid.addWidget(self.until_stopped, 4, 1)
+        grid.addWidget(QtWidgets.QLabel("Pace"), 5, 0)
+        grid.addWidget(self.pace, 5, 1)
+        grid.addWidget(self.progress, 6, 0, 1, 2)
+        grid.addWidget(self.eta, 7, 0, 1, 2)
         self.set_state(RunState.IDLE)
 
     @property
@@ -128,6 +133,7 @@ class RunControls(QtWidgets.QGroupBox):
         self.stop.setEnabled(running or paused)
         self.restart.setEnabled(state is not RunState.IDLE)
         self.add_run.setEnabled(state is not RunState.IDLE)
+        self.branch.setEnabled(state is not RunState.IDLE and self.record.isChecked())
         self.record.setEnabled(state is RunState.IDLE or ended)
         self.until_stopped.setEnabled(state is RunState.IDLE or ended)
 
@@ -141,6 +147,7 @@ class Timeline(QtWidgets.QWidget):
     slower = QtCore.Signal()
     next_event = QtCore.Signal()
     prev_event = QtCore.Signal()
+    branch = QtCore.Signal()
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -173,6 +180,10 @@ class Timeline(QtWidgets.QWidget):
         lay.addWidget(self.slider, 1)
         lay.addWidget(self.label)
         lay.addWidget(self.speed)
+        self.branch_button = QtWidgets.QPushButton("Branch from here…")
+        self.branch_button.setToolTip("What if? Start a new run from the cursor's step with other knobs")
+        self.branch_button.clicked.connect(self.branch)
+        lay.addWidget(self.branch_button)
 
     def set_range(self, first: int, last: int) -> None:
         self.slider.setRange(first, max(first, last))

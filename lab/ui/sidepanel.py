@@ -7,6 +7,7 @@ import html
 from PySide6 import QtCore, QtWidgets
 
 from dynlab.frames import Event
+from dynlab.ui.branching import BranchTree
 from dynlab.ui.controls import RunControls
 from dynlab.ui.params import ParameterPanel
 
@@ -55,9 +56,10 @@ class SidePanel(QtWidgets.QScrollArea):
         self.controls = RunControls()
         self.params = ParameterPanel()
         self.log = EventLog()
+        self.branches = BranchTree()
         inner = QtWidgets.QWidget()
         lay = QtWidgets.QVBoxLayout(inner)
-        for w in (self.header, self.controls, self.params, QtWidgets.QLabel("Events")):
+        for w in (self.header, self.controls, self.params, self.branches, QtWidgets.QLabel("Events")):
             lay.addWidget(w)
         lay.addWidget(self.log, 1)
         self.setWidget(inner)

@@ -20,6 +20,7 @@ from PySide6 import QtCore, QtWidgets
 from dynlab.frames import Event, Frame, Stream
 from dynlab.player import Player
 from dynlab.presets import Preset, PresetError, ViewSpec, parse
+from dynlab.recording import RecordingError
 from dynlab.runner import Run, default_host
 from dynlab.source import Control, Item, Ready, RunState, Seekable, Source
 from dynlab.ui.controls import Timeline
@@ -30,7 +31,7 @@ DISPLAY_HZ = 30
 #: Wall time one display tick may spend redrawing views (the rest wait for the next tick).
 REFRESH_BUDGET_S = 0.012
 #: Events drawn as markers on time axes (pause/resume only go to the log).
-MARKED = ("set", "phase", "diverged", "failed", "warning", "record_error", "refused")
+MARKED = ("set", "phase", "diverged", "failed", "warning", "record_error", "refused", "branch")
 
 
 def recordings_dir() -> Path:
@@ -65,6 +66,7 @@ class Workspace(QtWidgets.QWidget):
     status = QtCore.Signal(str)
     error = QtCore.Signal(str, str)
     recorded = QtCore.Signal(str)
+    open_requested = QtCore.Signal(str)
 
     def __init__(
         self,
@@ -117,6 +119,9 @@ class Workspace(QtWidgets.QWidget):
         self.controls.restart_clicked.connect(self.restart)
         self.controls.add_run_clicked.connect(self.add_seed)
         self.controls.pace_changed.connect(self.set_pace)
+        self.controls.branch_clicked.connect(self.branch_from_here)
+        self.timeline.branch.connect(self.branch_from_here)
+        self.left_scroll.branches.open_requested.connect(self.open_requested)
         self.params.edited.connect(self._on_param_edited)
         self.params.restore_requested.connect(self.set_param)
         self.timeline.seek.connect(self.seek)
@@ -176,12 +181,74 @@ class Workspace(QtWidgets.QWidget):
     # ------------------------------------------------------------------ sources
     def _add_source(self, run_id: str, src: Source) -> None:
         self.sources[run_id] = src
-        steerable = Control.SET in src.controls
+        steerable = bool(self.steerable())
         self.controls.setVisible(steerable)
         self.params.setVisible(steerable)
-        self.timeline.setVisible(Control.SEEK in src.controls)
+        self.timeline.setVisible(bool(self.seekables()))
         for v in self.views:
             v.add_run(run_id, src.label)
+
+    # ------------------------------------------------------------------ branches
+    def branch_point(self) -> tuple[str, str, int] | None:
+        """``(run id, parent recording, step)`` a branch would leave from now, or ``None``.
+
+        At a replay cursor the branch diverges after the step shown; on a live run, after
+        the last step recorded.
+        """
+        for rid, src in self.seekables().items():
+            if src.recording:
+                return rid, src.recording, src.step + 1
+        for rid, src in self.sources.items():
+            if Control.SET in src.controls and src.recording:
+                return rid, src.recording, src.step
+        return None
+
+    def branch_from_here(self, changes: dict[str, Any] | None = None) -> Source | None:
+        """Grow a branch at :meth:`branch_point` with ``changes``; ``None`` asks in a dialog."""
+        from dynlab import branch
+        from dynlab.ui.branching import BranchDialog
+
+        point = self.branch_point()
+        if point is None:
+            self._error("Nothing to branch from", "Open a recording, or start a run with recording on.")
+            return None
+        parent_id, parent, at = point
+        try:
+            preset, start = branch.prepare(parent, at)
+        except (branch.BranchError, RecordingError) as exc:
+            self._error("Cannot branch", str(exc))
+            return None
+        if changes is None:
+            from dynlab.engines.base import get_engine  # the specs: torch is imported here, once
+
+            specs = {p.name: p for p in get_engine(preset.engine).spec.params}
+            now = dict(preset.hyperparameters) | {name: v for _, name, v in start.edits}
+            dlg = BranchDialog(at, specs, now, self)
+            if dlg.exec() != QtWidgets.QDialog.DialogCode.Accepted:
+                return None
+            changes = dlg.changes()
+        start.sets = dict(changes)
+        n = sum(1 for rid in self.sources if rid.startswith("branch"))
+        label = f"branch @{at}" + (
+            ": " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in changes.items())
+            if changes
+            else ""
+        )
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        record = str(recordings_dir() / f"{Path(parent).stem}-branch{at}-{stamp}.h5")
+        src = Run(preset, record=record, host=self.host, on_diverge="pause", label=label, branch=start)
+        src.start()
+        parent_src = self.sources[parent_id]
+        if not parent_src.label:
+            parent_src.label = "parent"
+            for v in self.views:
+                v.add_run(parent_id, "parent")
+        self._add_source(f"branch{n + 1}", src)
+        for v in self.views:
+            v.set_ghost(parent_id)
+        self.left_scroll.branches.add(parent, record, at, label)
+        self.timer.start()
+        return src
 
     def steerable(self) -> list[Source]:
         """The sources that take live commands (pause, step, set...)."""
