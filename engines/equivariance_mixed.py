@@ -86,17 +86,24 @@ class PixelMLP(nn.Module):
         super().__init__()
         P = size * size
         self.size, self.channels = size, channels
-        self.linears = nn.ModuleList([nn.Linear(P, channels * P), nn.Linear(channels * P, channels * P)])
-        self.linears.append(nn.Linear(channels * P, 1))
+        self.fc1 = nn.Linear(P, channels * P)
+        self.fc2 = nn.Linear(channels * P, channels * P)
+        self.head = nn.Linear(channels * P, 1)
         self.pixel_axes = ((True, True), (True, True), (True, False))  # (in, out) per layer
+        self.perms: Tensor
         self.register_buffer("perms", perms)
         self.constrain = tuple(constrain)
 
+    @property
+    def linears(self) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
+        return self.fc1, self.fc2, self.head
+
     def layers(self) -> list[tuple[Tensor, Tensor, bool, bool]]:
         """(weight, bias, input is pixels, output is pixels) per layer, as the forward pass uses them."""
-        out = []
+        out: list[tuple[Tensor, Tensor, bool, bool]] = []
         for lin, (pin, pout) in zip(self.linears, self.pixel_axes):
-            w, b = lin.weight, lin.bias
+            w: Tensor = lin.weight
+            b: Tensor = lin.bias
             if self.constrain:
                 perms = self.perms[list(self.constrain)]
                 w = project(w, perms, pin, pout)
@@ -122,7 +129,7 @@ class PixelMLP(nn.Module):
     def distance(self, elements: Sequence[int]) -> Tensor:
         """R = Σ_l ½‖W_l − P W_l‖² + ½‖b_l − P b_l‖² for the group of ``elements`` (PER's regulariser)."""
         perms = self.perms[list(elements)]
-        r = torch.zeros((), dtype=self.linears[0].weight.dtype, device=self.perms.device)
+        r = torch.zeros((), dtype=self.fc1.weight.dtype, device=self.perms.device)
         for w, b, pin, pout in self.layers():
             r = r + 0.5 * (w - project(w, perms, pin, pout)).pow(2).sum()
             r = r + 0.5 * (b - project(b[:, None], perms, False, pout)[:, 0]).pow(2).sum()
