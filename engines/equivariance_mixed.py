@@ -21,10 +21,13 @@ Strength tuning follows the official code (``kim-hyunsu/PER``,
 ``experiments/mixed-symmetry/train_softemlp_checkpoint.py``, ``AdjustEquiv`` with
 ``--auto_equiv``): train with equal strengths λ₀; over a window before step T track the
 smallest vector of projection distances seen (the whole vector is replaced when any entry
-drops below its stored value); at T divide each λ_k by (R_k / min_j R_j)^p. The symmetry
-the data have is the one the weights stay closest to, so it keeps λ₀ and the others drop.
-As in the code, the reported test error is the one at the best validation error, searched
-only after step 2T for PER; the baselines, which have nothing to tune, search every step.
+drops below its stored value); at T divide each λ_k by (R_k / min_j R_j)^p. The window is
+the code's with ``--logoff`` (100 epochs less a 50-epoch warm-up); with its default logging
+the tracking starts after epoch 50 instead. The symmetry the data have is the one the
+weights stay closest to, so it keeps λ₀ and the others drop. As in the code, the reported
+test error is the one at the best validation error, searched only after step 2T for PER;
+the baselines, which have nothing to tune, are searched from the start (validation every
+``test`` probe).
 """
 
 from __future__ import annotations
