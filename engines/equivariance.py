@@ -1,6 +1,6 @@
 """Equivariance heatmaps: how symmetric is each layer, and what makes it so.
 
-Three engines (SCIENCE.md §6):
+Two engines here (SCIENCE.md §6):
 
 * ``equivariance-c4``: regression on 9×9 images with a C4-invariant target, with a plain
   CNN, a C4 group-CNN written here (lifting + group convolution), the plain CNN
@@ -9,9 +9,8 @@ Three engines (SCIENCE.md §6):
 * ``equivariance-frames``: point clouds under O(3) and translations; a plain MLP beside
   its PCA frame-averaged version (Puny et al. 2022), plus the degenerate-covariance
   clouds on which the frame is not unique and frame averaging honestly fails.
-* ``equivariance-mixed``: two candidate symmetries (C4 rotations, horizontal flip), a
-  target invariant to rotations only, and one regulariser strength per symmetry tuned
-  on held-out data by a one-step hypergradient (in the spirit of PER, Kim et al. 2023).
+* ``equivariance-mixed`` (PER, one projection regulariser per candidate symmetry) lives
+  in :mod:`dynlab.engines.equivariance_mixed`.
 
 Image sizes are odd so that rot90 is an exact pixel permutation about the centre pixel.
 """
@@ -29,16 +28,13 @@ from torch import Tensor, nn
 from dynlab.engines.base import Engine
 from dynlab.engines.probes.equivariance import (
     C4,
-    D4,
     Group,
     Rep,
     c4_regular,
     c4_spatial,
-    d4_act,
     layer_errors,
     pca_frames,
     random_orthogonal,
-    relative_error,
     relative_lie_derivative,
     rotation_generator,
     trivial,
@@ -656,257 +652,3 @@ class EquivarianceFrames(Engine):
         self.opt.step()
         out["train_loss"] = losses.detach()
         return out
-
-
-# ====================================================================== mixed symmetries (PER-style)
-
-
-def _symmetrised_filters(h: Tensor) -> Tensor:
-    return torch.stack([torch.rot90(h, k, dims=(-2, -1)) for k in range(4)]).unsqueeze(1)
-
-
-def chiral_target(x: Tensor) -> tuple[Tensor, Tensor]:
-    """A C4-invariant target that a horizontal flip changes: (D4-invariant part, flip-odd part).
-
-    T_h(x) = mean ReLU(x ⋆ r^k h) over the four rotations of a fixed random filter h is
-    C4-invariant; the flip maps T_h to T_{m h}, so T_h − T_{m h} changes sign under the flip
-    while the radial target of :func:`c4_invariant_target` is invariant to all of D4.
-    """
-    h = torch.randn(3, 3, generator=torch.Generator().manual_seed(1)).to(x)
-    t_h = F.relu(F.conv2d(x, _symmetrised_filters(h), padding=1)).mean(dim=(1, 2, 3))
-    t_m = F.relu(F.conv2d(x, _symmetrised_filters(torch.flip(h, dims=(-1,))), padding=1)).mean(dim=(1, 2, 3))
-    return c4_invariant_target(x), (t_h - t_m).unsqueeze(-1)
-
-
-_SYMMETRIES = ("rotation (C4)", "flip")
-
-
-class EquivarianceMixed(Engine):
-    """Two candidate symmetries, one true: per-symmetry penalty strengths tuned on held-out data."""
-
-    spec = EngineSpec(
-        name="equivariance-mixed",
-        title="Mixed symmetries: which symmetry does the data have?",
-        description="A CNN with one soft-invariance penalty per candidate symmetry (C4, flip), strengths tuned on validation data.",
-        paper="Kim, Lee, Yang, Lee, Regularizing Towards Soft Equivariance Under Mixed Symmetries (PER), ICML 2023",
-        params=(
-            Param(
-                "reg_rotation",
-                "float",
-                1.0,
-                low=0.0,
-                high=1e4,
-                live=True,
-                log=True,
-                help="λ of the C4 penalty E‖f(rx) − f(x)‖² (start value when tuning)",
-            ),
-            Param(
-                "reg_flip",
-                "float",
-                1.0,
-                low=0.0,
-                high=1e4,
-                live=True,
-                log=True,
-                help="λ of the flip penalty E‖f(mx) − f(x)‖² (start value when tuning)",
-            ),
-            Param(
-                "tune",
-                "bool",
-                True,
-                live=True,
-                help="adapt each λ by the sign of its one-step validation hypergradient",
-            ),
-            Param(
-                "tune_lr",
-                "float",
-                0.5,
-                low=0.0,
-                high=5.0,
-                live=True,
-                help="change of ln λ per tuning step, times the gradient cosine",
-            ),
-            Param("lr", "float", 3e-3, low=1e-6, high=1.0, live=True, log=True, help="Adam learning rate"),
-            Param("channels", "int", 8, low=1, high=128, help="feature channels per layer"),
-            Param("n_train", "int", 512, low=8, high=100_000, help="training images"),
-            Param("n_val", "int", 256, low=8, high=100_000, help="validation images used by the tuner"),
-            Param(
-                "n_test", "int", 256, low=8, high=100_000, help="test images (the probe uses the first 64)"
-            ),
-        ),
-        streams=(),
-        probes={"equivariance": 25, "test": 10, "tune": 5},
-    )
-
-    #: Bounds of λ: beyond them the penalty is either nil or a hard constraint.
-    LAMBDA_RANGE = (1e-3, 1e3)
-    #: The tuner never raises a λ above this. Its one-step hypergradient is positive for
-    #: *both* penalties once the fit starts to overfit (any smoothing penalty then points
-    #: along the validation gradient), so uncapped both λ ran to 1e3 and the test loss
-    #: doubled; a λ the user sets higher is kept (the tuner may only lower it).
-    TUNE_CAP = 10.0
-
-    def declared_streams(self) -> tuple[Stream, ...]:
-        rows = _LAYER_LABELS["plain"]
-        return (
-            Stream(
-                "train_loss",
-                "scalar",
-                log_scale=True,
-                description="Mean squared error on the training images.",
-                theory="Enforcing the false (flip) symmetry stops the loss from falling below the flip-odd part's variance.",
-            ),
-            Stream(
-                "test_loss",
-                "scalar",
-                log_scale=True,
-                description="Mean squared error on held-out images.",
-                theory="PER: the right symmetry helps, the wrong one hurts.",
-            ),
-            Stream(
-                "reg_strength",
-                "vector",
-                (2,),
-                labels=_SYMMETRIES,
-                log_scale=True,
-                description="λ in force for each candidate symmetry.",
-                theory=(
-                    "PER: tuned on validation data, the true symmetry's λ should rise and the false one's fall. "
-                    "The greedy one-step hypergradient used here does this only early (first few hundred steps: "
-                    "flip λ falls, rotation λ rises); later it favours every smoothing penalty, so both λ climb "
-                    "(capped at 10 by the tuner) and the test loss rises again."
-                ),
-            ),
-            Stream(
-                "equivariance_error",
-                "heatmap",
-                (len(rows), len(D4.names)),
-                rows=rows,
-                cols=D4.names,
-                log_scale=True,
-                description=_HEATMAP_DESC.replace(
-                    "group element", "element of D4 (rotations and reflections)"
-                ),
-                theory=(
-                    "Output row: small for rotations (the data's symmetry), large for reflections. "
-                    "Hidden rows stay ≈ 1: the penalties act on the output only."
-                ),
-            ),
-            Stream(
-                "output_equivariance_error",
-                "vector",
-                (2,),
-                labels=_SYMMETRIES,
-                log_scale=True,
-                description="Output invariance error: mean over the three rotations, and for the horizontal flip.",
-                theory="Rotation error → 0; flip error → the target's own flip error (reference line).",
-            ),
-            Stream(
-                "target_flip_error",
-                "scalar",
-                description="The target's own flip error ‖y(mx) − y(x)‖/‖y(x)‖ on the probe images: what a perfect fit shows.",
-                theory="Constant: the data are C4-invariant but not flip-invariant.",
-            ),
-        )
-
-    def setup(self) -> None:
-        p = self.params
-        dev = self.device
-        parts = [
-            chiral_target(_image_data(self.seed, n, 9, off, "cpu"))
-            for n, off in ((p["n_train"], 1), (p["n_val"], 3), (p["n_test"], 2))
-        ]
-        # Give the D4-invariant and the flip-odd parts equal weight (std from the training set).
-        (m_even, s_even), (m_odd, s_odd) = ((t.mean(), t.std()) for t in parts[0])
-        self.x_train, self.x_val, self.x_test = (
-            _image_data(self.seed, n, 9, off, dev)
-            for n, off in ((p["n_train"], 1), (p["n_val"], 3), (p["n_test"], 2))
-        )
-
-        def target(even: Tensor, odd: Tensor) -> Tensor:
-            return ((even - m_even) / s_even + (odd - m_odd) / s_odd).to(dev)
-
-        self.y_train, self.y_val, self.y_test = (target(e, o) for e, o in parts)
-        self.x_probe = self.x_test[:64]
-        flipped = target(*chiral_target(torch.flip(self.x_probe, dims=(-1,)).cpu()))
-        self.target_flip_error = relative_error(flipped, self.y_test[:64], self.y_test[:64])
-        self.batch_gen = torch.Generator().manual_seed(self.seed + 17)
-        self.model = PlainCNN(p["channels"]).to(dev)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=p["lr"])
-        self.log_lam = torch.tensor(
-            [self._log(p["reg_rotation"]), self._log(p["reg_flip"])], dtype=torch.float64
-        )
-
-    def _log(self, lam: float) -> float:
-        lo, hi = self.LAMBDA_RANGE
-        return math.log(min(max(lam, lo), hi)) if lam > 0 else -math.inf
-
-    def on_set(self, name: str, new: Any, old: Any) -> None:
-        if name == "lr":
-            for group in self.opt.param_groups:
-                group["lr"] = new
-        elif name in ("reg_rotation", "reg_flip"):
-            self.log_lam[0 if name == "reg_rotation" else 1] = self._log(new)
-
-    def _penalties(self, x: Tensor, pred: Tensor) -> tuple[Tensor, Tensor]:
-        k = torch.randint(1, 4, (x.shape[0],), generator=self.batch_gen).to(x.device)
-        rot = (self.model(rotate_per_sample(x, k)) - pred).pow(2).mean()
-        flip = (self.model(torch.flip(x, dims=(-1,))) - pred).pow(2).mean()
-        return rot, flip
-
-    def _tune(self, penalties: tuple[Tensor, Tensor]) -> None:
-        """One-step hypergradient: d L_val(θ − η∇L_train)/dλ_k ∝ −∇L_val·∇R_k.
-
-        A penalty whose gradient points along the validation gradient lowers the validation
-        loss when strengthened, so ln λ_k moves by tune_lr · cos(∇L_val, ∇R_k).
-        """
-        params = [q for q in self.model.parameters()]
-        val = F.mse_loss(self.model(self.x_val), self.y_val)
-        g_val = torch.cat([g.reshape(-1) for g in torch.autograd.grad(val, params)])
-        lo, hi = (math.log(b) for b in self.LAMBDA_RANGE)
-        for i, r in enumerate(penalties):
-            if not math.isfinite(float(self.log_lam[i])):
-                continue  # λ = 0 was asked for explicitly: leave that symmetry off
-            g_r = torch.cat([g.reshape(-1) for g in torch.autograd.grad(r, params, retain_graph=True)])
-            cos = float(F.cosine_similarity(g_val, g_r, dim=0, eps=1e-30))
-            cur = float(self.log_lam[i])
-            top = max(min(hi, math.log(self.TUNE_CAP)), cur)
-            self.log_lam[i] = min(max(cur + self.params["tune_lr"] * cos, lo), top)
-
-    def train_step(self, step: int) -> Mapping[str, Any]:
-        out: dict[str, Any] = {"target_flip_error": self.target_flip_error}
-        if self.due("equivariance", step):
-            with self.timed("equivariance"):
-                self.model.eval()
-                err = layer_errors(
-                    self.model.features,
-                    self.x_probe,
-                    D4,
-                    {n: _d4_rep for n in ("conv1", "conv2")} | {"output": trivial},
-                )
-                self.model.train()
-            out["equivariance_error"] = err
-            out["output_equivariance_error"] = torch.tensor([err[-1, 1:4].mean(), err[-1, 4]])
-        if self.due("test", step):
-            with torch.no_grad():
-                out["test_loss"] = F.mse_loss(self.model(self.x_test), self.y_test)
-        x, y = self.x_train, self.y_train
-        pred = self.model(x)
-        mse = F.mse_loss(pred, y)
-        penalties = self._penalties(x, pred)
-        if self.params["tune"] and self.due("tune", step):
-            with self.timed("tune"):
-                self._tune(penalties)
-        lam = torch.exp(self.log_lam)  # exp(−inf) = 0 for a switched-off symmetry
-        out["reg_strength"] = lam.clone()
-        loss = mse + float(lam[0]) * penalties[0] + float(lam[1]) * penalties[1]
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        out["train_loss"] = mse.detach()
-        return out
-
-
-def _d4_rep(k: int, h: Tensor) -> Tensor:
-    """D4 acting on plain feature maps exactly as :func:`d4_act` acts on images."""
-    return d4_act(k, h)

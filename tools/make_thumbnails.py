@@ -65,6 +65,10 @@ PLANS: dict[str, Plan] = {
     "collapse-perturbation": Plan(steps=1500, view=0),
     "icl-linear-regression": Plan(steps=1500, view=0),  # LSA reaches the one-GD-step line
     "locality-sample-complexity": Plan(steps=50, view=0, cap_s=180),  # ~2.5 s a step on CPU
+    "equivariance-mixed": Plan(steps=600, view=0, cap_s=240),  # PER's selection starts at step 300
+    "input-gradients": Plan(steps=600, view=0, cap_s=240),
+    "gn-smoothness": Plan(steps=150, view=0),
+    "gn-smoothness-softmax": Plan(steps=150, view=0),
 }
 
 
