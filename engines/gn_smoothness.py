@@ -166,6 +166,8 @@ def regularised_newton_step(
 
 
 class GradNormSmoothness(Engine):
+    #: numpy's thread-pool controller: a resource of this process, not state.
+    state_exclude = ("_blas",)
     """GD, Newton and gradient-regularised Newton (exact, Fisher, Gauss–Newton) from a far start."""
 
     spec = EngineSpec(

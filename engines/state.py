@@ -13,6 +13,8 @@ collects what it knows how to save:
   the data order and any sampling an engine owns;
 * JSON-able plain values (numbers, strings, lists and dicts of them): counters, EMAs,
   histories kept by probes;
+* small helper objects defined in ``dynlab.engines`` (a tuner, a probe with memory),
+  attribute by attribute;
 * plus the process-wide torch, numpy and Python RNG states, which :meth:`Engine.start` seeds.
 
 Restoring writes tensors back *in place*, so an attribute that aliases a model's weight
@@ -153,8 +155,13 @@ class _Collector:
             self.meta[path] = {"type": "dict", "keys": list(value)}
             for k, v in value.items():
                 self.add(f"{path}[{k}]", v, seen)
+        elif type(value).__module__.startswith("dynlab.engines") and hasattr(value, "__dict__"):
+            # A small helper object of an engine (a tuner, a probe with memory): its attributes.
+            self.meta[path] = {"type": "object", "keys": sorted(vars(value))}
+            for k in sorted(vars(value)):
+                self.add(f"{path}[{k}]", getattr(value, k), seen)
         elif callable(value) or isinstance(value, (type, torch.device, torch.dtype)):
-            return  # functions, classes, devices: rebuilt by setup(), not state
+            self.meta[path] = {"type": "keep"}  # functions, classes, devices: rebuilt by setup()
         else:
             raise StateError(
                 f"cannot capture attribute {path!r} of type {type(value).__name__}: declare it in "
@@ -301,6 +308,14 @@ def _restore(
             current.update(out)
             return current
         return out
+    if kind == "keep":
+        return current
+    if kind == "object":
+        if current is None:
+            raise StateError(f"{path}: the engine has no object here to restore into (setup() makes it)")
+        for k in m["keys"]:
+            setattr(current, k, _restore(engine, getattr(current, k, None), f"{path}[{k}]", arrays, meta))
+        return current
     raise StateError(f"{path}: unknown state kind {kind!r}")
 
 
@@ -311,7 +326,12 @@ def _resolve(engine: Any, path: str) -> Any:
     while rest:
         key, _, rest = rest.partition("]")
         rest = rest.lstrip("[")
-        obj = obj[int(key)] if isinstance(obj, (list, tuple)) else obj[key]
+        if isinstance(obj, (list, tuple)):
+            obj = obj[int(key)]
+        elif isinstance(obj, dict):
+            obj = obj[key]
+        else:
+            obj = getattr(obj, key)
     return obj
 
 

@@ -77,7 +77,10 @@ class RunControls(QtWidgets.QGroupBox):
             self.add_run_clicked,
         )
         self.branch = button(
-            "Branch…", sp.SP_ArrowRight, "What if? Branch a new run from here with other knobs", self.branch_clicked
+            "Branch…",
+            sp.SP_ArrowRight,
+            "What if? Branch a new run from here with other knobs",
+            self.branch_clicked,
         )
         self.record = QtWidgets.QCheckBox("Record to HDF5")
         self.record.setChecked(True)
