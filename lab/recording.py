@@ -58,8 +58,10 @@ __all__ = [
     "RecordingError",
     "abort_open_recorders",
     "check_record_target",
+    "discard_recording",
     "finalise",
     "needs_finalise",
+    "recording_status",
 ]
 
 FORMAT_VERSION = 1
@@ -99,6 +101,27 @@ def check_record_target(path: str | Path, *, overwrite: bool = False) -> Path:
         raise RecordingError(f"{p} is being written by another run ({describe_holder(holder)})")
     _check_existing(p, overwrite)
     return p
+
+
+def discard_recording(path: str | Path) -> None:
+    """Delete an existing recording at ``path`` (under its lock), for ``--overwrite``."""
+    p = check_record_target(path, overwrite=True)
+    if not p.exists():
+        return
+    lock = WriterLock.acquire(p)
+    try:
+        p.unlink()
+    finally:
+        lock.release()
+
+
+def recording_status(path: str | Path) -> str | None:
+    """The ``status`` a recording's file says, or ``None`` if it is missing or unreadable."""
+    try:
+        with Recording(path) as rec:
+            return rec.status
+    except RecordingError:
+        return None
 
 
 def _check_place(path: str | Path) -> Path:
