@@ -395,7 +395,7 @@ def hard_child(group: h5py.Group, name: str, where: str) -> Any:
         return None
     if isinstance(link, h5py.ExternalLink):
         raise RecordingError(
-            f"{where} is an external link to {show(link.filename)}: a recording is read from itself only"
+            f"{where} is an external link to {show(link.filename, 200)}: a recording is read from itself only"
         )
     if isinstance(link, h5py.SoftLink):
         raise RecordingError(f"{where} is a soft link to {show(link.path)}: a dynlab recording has none")
@@ -413,7 +413,7 @@ def check_dataset(ds: Any, where: str, dtype_kinds: str) -> None:
     if dcpl.get_external_count():
         name = dcpl.get_external(0)[0]
         raise RecordingError(
-            f"{where} keeps its data in an external file {show(name)}: a recording is read from itself only"
+            f"{where} keeps its data in an external file {show(name, 200)}: a recording is read from itself only"
         )
     for i in range(dcpl.get_nfilters()):
         code = dcpl.get_filter(i)[0]
