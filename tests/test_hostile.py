@@ -298,6 +298,13 @@ def test_external_links_soft_links_and_virtual_datasets_are_refused(tmp_path):
         del f["streams/loss/value"]
         f["streams/loss"].create_virtual_dataset("value", layout)
     refused(vds, r"stream 'loss'/value is a virtual dataset")
+    plugin = make(tmp_path / "plugin.h5")
+    with h5py.File(plugin, "r+") as f:  # a filter HDF5 would look for in its plugin path (= run code)
+        del f["streams/loss/value"]
+        f["streams/loss"].create_dataset(
+            "value", shape=(20,), chunks=(5,), dtype="f8", compression=32015, allow_unknown_filter=True
+        )
+    refused(plugin, r"stream 'loss'/value uses HDF5 filter 32015, which needs a plugin: refused")
 
 
 # ============================================================================ item 8: bounded inflation
