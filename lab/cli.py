@@ -5,11 +5,14 @@
     dynlab replay FILE          open the app replaying a recording
     dynlab presets              list presets
     dynlab engines              list engines and their hyperparameters
-    dynlab run PRESET [...]     train headless, optionally recording
-    dynlab inspect FILE         what a recording holds
+    dynlab run PRESET [...]     train headless, optionally recording (--record FILE [--overwrite])
+    dynlab inspect FILE         what a recording holds (--repair: finalise a killed writer's file)
     dynlab install-desktop      add dynlab to the application menu
 
-Errors are one line on stderr and a non-zero exit; ``--debug`` shows tracebacks.
+Errors are one line on stderr and a non-zero exit; ``--debug`` shows tracebacks. Text
+from a recording is printed with control characters escaped. During ``run``, Ctrl-C stops
+between two steps; a second Ctrl-C, or a SIGTERM not obeyed within 3 s, ends the run by
+force with its file closed (status ``interrupted``).
 """
 
 from __future__ import annotations

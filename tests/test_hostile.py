@@ -271,6 +271,9 @@ def test_external_raw_storage_is_refused_without_reading_it(tmp_path):
                 g.create_dataset("value", shape=(20,), dtype="f8", external=[(str(target), 0, 160)])
             refused(path, r"stream 'loss'/value keeps its data in an external file .*read from itself only")
             assert main(["inspect", str(path)]) == 2
+        # A FIFO given as the recording itself (or as the place to record to): refused unopened.
+        refused(fifo.path, "not a regular file")
+        assert main(["run", "quadratic", "--steps", "5", "--record", fifo.path, "--overwrite", "--quiet"]) == 2
         assert fifo.opened == 0
     finally:
         fifo.close()
