@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 import pytest
 
-from dynlab import recording as rec_mod
+from dynlab import recording_reader
 from dynlab.cli import main
 from dynlab.frames import Event, Frame, Stream
 from dynlab.recording import (
@@ -273,7 +273,9 @@ def test_external_raw_storage_is_refused_without_reading_it(tmp_path):
             assert main(["inspect", str(path)]) == 2
         # A FIFO given as the recording itself (or as the place to record to): refused unopened.
         refused(fifo.path, "not a regular file")
-        assert main(["run", "quadratic", "--steps", "5", "--record", fifo.path, "--overwrite", "--quiet"]) == 2
+        assert (
+            main(["run", "quadratic", "--steps", "5", "--record", fifo.path, "--overwrite", "--quiet"]) == 2
+        )
         assert fifo.opened == 0
     finally:
         fifo.close()
@@ -348,7 +350,7 @@ def test_a_chunk_larger_than_a_reader_inflates_is_refused(tmp_path):
 
 
 def test_many_events_are_read_by_range_never_all_at_once(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(rec_mod, "MAX_EVENTS", 1000)
+    monkeypatch.setattr(recording_reader, "MAX_EVENTS", 1000)
     evs = [Event(i, "info", {"message": f"m{i}"}, 0.0) for i in range(5000)]
     path = make(tmp_path / "events.h5", events=evs)
     with Recording(path) as r:
