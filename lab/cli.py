@@ -125,6 +125,10 @@ def gui_main(argv: Sequence[str] | None = None) -> int:
 def _gui(args: argparse.Namespace) -> int:
     if args.command == "open":
         return gui_main(["--open", args.preset] + (["--start"] if args.start else []))
+    from dynlab.recording import Recording
+
+    with Recording(args.file):  # a bad file is one line on the terminal, not an empty window
+        pass
     return gui_main(["--replay", args.file] + (["--present"] if args.present else []))
 
 

@@ -282,3 +282,16 @@ def test_a_hung_engine_step_ends_on_a_second_ctrl_c_or_sigterm_with_the_file_clo
         # The 5 rows the worker held when it hung are written by the forced close.
         assert n == 5
         assert f"recorded to {path} (interrupted)" in out
+
+
+def test_replay_of_a_bad_file_is_one_line_without_opening_the_app(tmp_path, capsys, monkeypatch):
+    import dynlab.cli as cli
+
+    monkeypatch.setattr(cli, "gui_main", lambda argv: pytest.fail("the app was started"))
+    bad = tmp_path / "bad.h5"
+    with h5py.File(bad, "w") as f:
+        f.attrs["format_version"] = "\x1b[2Jabc"
+        f.create_group("streams")
+    assert main(["replay", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "format_version is '\\x1b[2Jabc', expected one integer" in err and "\x1b" not in err
