@@ -44,7 +44,7 @@ def frames(n: int) -> list[Frame]:
 
 def ours(path: str, fs: list[Frame]) -> float:
     t0 = time.perf_counter()
-    rec = Recorder(path, STREAMS, {"engine": "bench"}, flush_interval=1.0)
+    rec = Recorder(path, STREAMS, {"engine": "bench"}, flush_interval=1.0, overwrite=True)
     for f in fs:
         rec.write(f)
     rec.close("finished")
@@ -100,7 +100,7 @@ def raw(path: str, fs: list[Frame], interval: float = 1.0) -> float:
 
 def make_long(path: str, n: int) -> None:
     """A scalar+vector recording of n steps, written in big blocks (fast)."""
-    rec = Recorder(path, STREAMS[:4], {"engine": "bench"}, flush_interval=1e9)
+    rec = Recorder(path, STREAMS[:4], {"engine": "bench"}, flush_interval=1e9, overwrite=True)
     block = 50_000
     rng = np.random.default_rng(1)
     for start in range(0, n, block):

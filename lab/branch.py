@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from dynlab import checkpoint
 from dynlab.presets import Preset, PresetError, parse
-from dynlab.recording import FORMAT_VERSION, RecordingError
+from dynlab.recording import Recording, RecordingError
+from dynlab.recording_reader import MAX_EVENTS
 
 
 class BranchError(RuntimeError):
@@ -42,28 +42,18 @@ class BranchStart:
     sets: dict[str, Any] = field(default_factory=dict)
 
 
-def _open(path: str) -> h5py.File:
-    try:
-        return h5py.File(path, "r", libver="latest", swmr=True)
-    except OSError:
-        try:
-            return h5py.File(path, "r")
-        except OSError as exc:
-            raise BranchError(f"cannot open parent recording {path}: {exc}") from None
-
-
 def prepare(parent: str, at: int) -> tuple[Preset, BranchStart]:
     """The parent's preset (its starting hyperparameters and seed) and a verified :class:`BranchStart`."""
     path = str(Path(parent))
     if not Path(path).is_file():
         raise BranchError(f"parent recording {path} does not exist")
-    with _open(path) as f:
+    try:
+        rec = Recording(path)  # validated, bounded, read from itself only; fails fast on damage
+    except RecordingError as exc:
+        raise BranchError(f"cannot branch {path}: {exc}") from None
+    with rec:
+        f = rec._f
         attrs = dict(f.attrs)
-        version = attrs.get("format_version")
-        if not isinstance(version, (int, np.integer)) or int(version) > FORMAT_VERSION:
-            raise BranchError(
-                f"{path} has recording format {version!r}; this dynlab reads up to {FORMAT_VERSION}: upgrade dynlab"
-            )
         engine = str(attrs.get("engine", ""))
         from dynlab.engines.base import get_engine
         from dynlab.engines.spec import SpecError
@@ -72,11 +62,15 @@ def prepare(parent: str, at: int) -> tuple[Preset, BranchStart]:
             get_engine(engine)
         except SpecError as exc:
             raise BranchError(f"cannot branch {path}: {exc}") from None
-        last = _last_step(f)
+        rng = rec.step_range()
+        last = rng[1] if rng else -1
         if at < 0 or at > last + 1:
             raise BranchError(f"--at {at} is outside the parent {path}: its steps run 0..{last}")
-        edits = _edits(f, at)
-        info = checkpoint.nearest(f, at)
+        edits = _edits(rec, at)
+        try:
+            info = checkpoint.nearest(f, at)
+        except checkpoint.CheckpointError as exc:
+            raise BranchError(f"cannot branch {path}: {exc}") from None
         start = BranchStart(path, int(at), str(attrs.get("started_at", "")), edits)
         if info is not None:
             try:
@@ -102,29 +96,16 @@ def prepare(parent: str, at: int) -> tuple[Preset, BranchStart]:
     return preset, start
 
 
-def _last_step(f: h5py.File) -> int:
-    last = -1
-    for g in f.get("streams", {}).values():
-        st = g.get("step")
-        if st is not None and st.shape[0]:
-            last = max(last, int(st[st.shape[0] - 1]))
-    return last
-
-
-def _edits(f: h5py.File, at: int) -> list[tuple[int, str, Any]]:
+def _edits(rec: Recording, at: int) -> list[tuple[int, str, Any]]:
     """The parent's ``set`` events at or before ``at``, in order."""
-    e = f.get("events")
-    if e is None:
-        return []
     out = []
-    steps, kinds, payloads = e["step"][()], e["kind"][()], e["payload"][()]
-    for s, k, p in zip(steps, kinds, payloads):
-        kind = k.decode() if isinstance(k, bytes) else str(k)
-        if kind != "set" or int(s) > at:
+    for ev in rec.events(None, at + 1, limit=MAX_EVENTS):
+        if ev.kind != "set":
             continue
         try:
-            payload = json.loads(p.decode() if isinstance(p, bytes) else str(p))
-            out.append((int(s), str(payload["name"]), payload["new"]))
-        except (ValueError, KeyError, TypeError):
-            raise RecordingError(f"a set event at step {int(s)} of the parent is malformed") from None
+            out.append((int(ev.step), str(ev.payload["name"]), ev.payload["new"]))
+        except KeyError:
+            raise BranchError(
+                f"a set event at step {ev.step} of the parent has no name or new value"
+            ) from None
     return sorted(out, key=lambda e: e[0])

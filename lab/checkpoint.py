@@ -118,11 +118,36 @@ def append(f: h5py.File, step: int, arrays: Mapping[str, np.ndarray], state: Map
     return len(blob)
 
 
+def _checked_group(f: h5py.File) -> h5py.Group | None:
+    """``/checkpoints`` with every dataset checked (no links out, no external data, bounded chunks)."""
+    from dynlab.h5safe import RecordingError, check_dataset, hard_child
+
+    try:
+        g = hard_child(f, "checkpoints", "/checkpoints")
+        if g is None:
+            return None
+        for name, kinds in (
+            ("step", "iu"),
+            ("offset", "iu"),
+            ("nbytes", "iu"),
+            ("sha256", "str"),
+            ("index", "str"),
+            ("data", "u"),
+        ):
+            ds = hard_child(g, name, f"/checkpoints/{name}")
+            if ds is None:
+                raise CheckpointError(f"/checkpoints/{name} is missing")
+            check_dataset(ds, f"/checkpoints/{name}", kinds)
+    except RecordingError as exc:
+        raise CheckpointError(str(exc)) from None
+    return g
+
+
 def index(f: h5py.File) -> list[CheckpointInfo]:
     """The checkpoints a recording holds, in step order (none if it has no ``/checkpoints``)."""
-    if "checkpoints" not in f:
+    g = _checked_group(f)
+    if g is None:
         return []
-    g = f["checkpoints"]
     steps, sizes = g["step"][()], g["nbytes"][()]
     if steps.ndim != 1 or sizes.shape != steps.shape:
         raise CheckpointError("/checkpoints: step and nbytes have different lengths")

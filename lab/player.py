@@ -16,6 +16,7 @@ from typing import Any
 
 from dynlab.engines.spec import Event, Frame, Param, Stream
 from dynlab.recording import Recording
+from dynlab.recording_reader import MAX_EVENTS
 from dynlab.source import Control, Item, Ready, RunState, UnsupportedControl
 
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
@@ -51,7 +52,10 @@ class Player:
         self._stepped: list[Item] = []  # rows passed by single_step(), handed out by drain()
         rng = self.file.step_range()
         self.first, self.last = rng if rng else (0, -1)
-        self._events = sorted(self.file.events(), key=lambda e: e.step)
+        # Markers and event navigation use at most MAX_EVENTS events (the first); a recording
+        # with more is still replayed, its later events read by step range as the cursor passes.
+        self._events = sorted(self.file.events(limit=MAX_EVENTS), key=lambda e: e.step)
+        self._events_complete = self.file.event_count <= len(self._events)
         if self._events:  # the end event sits one step past the last frame
             self.last = max(self.last, self._events[-1].step)
         self.cursor = self.first - 1  # last step already delivered
@@ -202,7 +206,10 @@ class Player:
         if upto <= after:
             return []
         frames: Iterator[Frame] = self.file.frames(after + 1, upto + 1, max_rows=max_rows)
-        evs = [e for e in self._events if after < e.step <= upto]
+        if self._events_complete:
+            evs = [e for e in self._events if after < e.step <= upto]
+        else:
+            evs = sorted(self.file.events(after + 1, upto + 1, limit=TICK_MAX_ROWS), key=lambda e: e.step)
         out: list[Frame | Event] = []
         k = 0
         for f in frames:

@@ -10,16 +10,24 @@ Layout (documented for other tools in ``docs/recording-format.md``)::
                             attrs: kind, units, description, theory, [labels|rows|cols|groups]
     /events/step, /events/time, /events/kind, /events/payload (JSON text)
 
-The writer buffers rows in memory and appends them at most every ``flush_interval``
-seconds, then flushes the file: a crash loses at most the last interval.
+The writer buffers rows and events in memory and appends them at most every
+``flush_interval`` seconds, then flushes the file: a crash loses at most the last
+interval. ``<file>.lock`` beside the file names the one process writing it.
+
+This module is the writer and the public face of recordings: :class:`Recording` (the
+reader, :mod:`dynlab.recording_reader`) treats every file as untrusted, and
+:func:`finalise` (:mod:`dynlab.recording_repair`) makes a killed writer's file final.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import threading
 import time
-from bisect import bisect_right
-from collections.abc import Iterator, Mapping, Sequence
+import weakref
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,14 +37,110 @@ import numpy as np
 
 from dynlab import __version__, checkpoint
 from dynlab.frames import Event, Frame, Stream
+from dynlab.h5safe import RecordingError, WriterLock, describe_holder, lock_holder, read_superblock, show
+from dynlab.recording_reader import FORMAT_VERSION, LABEL_ATTRS, Recording
+from dynlab.recording_repair import finalise, needs_finalise
 
-FORMAT_VERSION = 1
+__all__ = [
+    "FINAL_STATUSES",
+    "FORMAT_VERSION",
+    "Recorder",
+    "Recording",
+    "RecordingError",
+    "abort_open_recorders",
+    "check_record_target",
+    "discard_recording",
+    "finalise",
+    "needs_finalise",
+    "recording_status",
+]
+
 _STR = h5py.string_dtype("utf-8")
-_LABEL_ATTRS = ("labels", "rows", "cols", "groups")
+_HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
+#: Final statuses; ``recording`` means open (or its writer was killed), ``interrupted`` ended by force.
+FINAL_STATUSES = ("finished", "stopped", "failed", "diverged", "interrupted", "completed")
+
+_OPEN: weakref.WeakSet[Recorder] = weakref.WeakSet()
 
 
-class RecordingError(RuntimeError):
-    """A recording that cannot be written or read; the message says which file and why."""
+# =============================================================================== writing
+def check_record_target(path: str | Path, *, overwrite: bool = False) -> Path:
+    """Check that a recording may be created at ``path``, before anything is built.
+
+    Refuses a missing or unwritable folder, a directory, a file that is being written by
+    another run, an existing file unless ``overwrite``, and, even with ``overwrite``, an
+    existing file that is not HDF5 (a preset, a script...): replacing a recording is a
+    choice, replacing anything else is an accident.
+    """
+    p = _check_place(path)
+    holder = lock_holder(p)
+    if holder is not None:
+        raise RecordingError(f"{p} is being written by another run ({describe_holder(holder)})")
+    _check_existing(p, overwrite)
+    return p
+
+
+def discard_recording(path: str | Path) -> None:
+    """Delete an existing recording at ``path`` (under its lock), for ``--overwrite``."""
+    p = check_record_target(path, overwrite=True)
+    if not p.exists():
+        return
+    lock = WriterLock.acquire(p)
+    try:
+        p.unlink()
+    finally:
+        lock.release()
+
+
+def recording_status(path: str | Path) -> str | None:
+    """The ``status`` a recording's file says, or ``None`` if it is missing or unreadable."""
+    try:
+        with Recording(path) as rec:
+            return rec.status
+    except RecordingError:
+        return None
+
+
+def _check_place(path: str | Path) -> Path:
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise RecordingError(f"cannot create recording {p}: it is a directory")
+    if not parent.is_dir():
+        raise RecordingError(f"cannot create recording {p}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RecordingError(f"cannot create recording {p}: folder {parent} is not writable")
+    return p
+
+
+def _check_existing(p: Path, overwrite: bool) -> None:
+    if not (p.exists() or p.is_symlink()):
+        return
+    if not p.is_file():
+        raise RecordingError(f"cannot create recording {p}: it exists and is not a regular file")
+    if not _replaceable(p):
+        raise RecordingError(
+            f"cannot create recording {p}: the file exists and is not a dynlab recording; "
+            "refusing to replace it (even with --overwrite)"
+        )
+    if not overwrite:
+        raise RecordingError(f"cannot create recording {p}: the file exists (use --overwrite to replace it)")
+
+
+def _replaceable(p: Path) -> bool:
+    """An existing file may be overwritten only if it is HDF5 (and, without an HDF5 suffix, a recording)."""
+    try:
+        if read_superblock(p) is None:
+            return False
+    except OSError:
+        return False
+    if p.suffix.lower() in _HDF5_SUFFIXES:
+        return True
+    try:
+        with h5py.File(p, "r", locking=False) as f:
+            return "format_version" in f.attrs and "streams" in f
+    except (OSError, RuntimeError, ValueError):
+        return False
 
 
 class Recorder:
@@ -45,7 +149,7 @@ class Recorder:
     Parameters
     ----------
     path
-        The file to create (overwritten).
+        The file to create. It is locked (``<path>.lock``) while written.
     streams
         The engine instance's streams. Histogram and points streams should declare their
         full shape; if one does not, its dataset is created from its first frame and
@@ -54,7 +158,12 @@ class Recorder:
         Root attributes: ``engine``, ``engine_version``, ``preset`` (TOML text),
         ``preset_name``, ``seed``, ``device``, ``hyperparameters`` (dict).
     flush_interval
-        Seconds between appends/flushes.
+        Seconds between appends/flushes (rows and events alike).
+    overwrite
+        Replace an existing recording at ``path``; without it an existing file is refused.
+
+    Thread safety: every method may be called from any thread (one lock), so a clock
+    thread (:meth:`start_clock`) can flush while the writer's thread is stuck in a step.
     """
 
     def __init__(
@@ -64,6 +173,7 @@ class Recorder:
         meta: Mapping[str, Any],
         *,
         flush_interval: float = 1.0,
+        overwrite: bool = False,
     ) -> None:
         self.path = str(path)
         self.flush_interval = float(flush_interval)
@@ -72,18 +182,51 @@ class Recorder:
         self._pending_events: list[Event] = []
         self._last_flush = time.monotonic()
         self._swmr = False
+        self._lock = threading.RLock()
+        self._clock: threading.Thread | None = None
+        self._clock_stop = threading.Event()
+        self.error: RecordingError | None = None  # a failure on the clock thread, raised by the next write
         self.last_step = -1
+        self._f: h5py.File | None = None
+        p = _check_place(self.path)
+        self._writer_lock = WriterLock.acquire(self.path)  # one writer per file, or a clear error
         try:
-            self._f = h5py.File(self.path, "w", libver="latest")
-        except OSError as exc:
-            raise RecordingError(f"cannot create recording {self.path}: {exc}") from None
+            _check_existing(p, overwrite)
+            try:
+                self._f = h5py.File(self.path, "w", libver="latest")
+            except OSError as exc:
+                raise RecordingError(f"cannot create recording {self.path}: {exc}") from None
+            self._init_file(streams, meta)
+            self._maybe_swmr()
+        except BaseException as exc:
+            created = self._f is not None
+            if self._f is not None:
+                try:
+                    self._f.close()
+                except Exception:
+                    pass
+                self._f = None
+            if created:
+                Path(self.path).unlink(missing_ok=True)  # never leave a half-made file behind
+            self._writer_lock.release()
+            if isinstance(exc, (TypeError, ValueError, OverflowError)):
+                raise RecordingError(f"cannot create recording {self.path}: {exc}") from None
+            raise
+        _OPEN.add(self)
+
+    def _init_file(self, streams: Sequence[Stream], meta: Mapping[str, Any]) -> None:
         f = self._f
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["dynlab_version"] = __version__
         f.attrs["started_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         f.attrs["status"] = "recording"
         for key, value in meta.items():
-            f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+            try:
+                f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise RecordingError(
+                    f"cannot create recording {self.path}: {key} = {show(value)} cannot be stored ({exc})"
+                ) from None
         g = f.create_group("streams")
         for s in streams:
             sg = g.create_group(s.name)
@@ -92,7 +235,7 @@ class Recorder:
             sg.attrs["description"] = s.description
             sg.attrs["theory"] = s.theory
             sg.attrs["log_scale"] = s.log_scale
-            for attr in _LABEL_ATTRS:
+            for attr in LABEL_ATTRS:
                 vals = getattr(s, attr)
                 if vals:
                     sg.attrs.create(attr, np.array(vals, dtype=object), dtype=_STR)
@@ -102,8 +245,7 @@ class Recorder:
         e.attrs["description"] = "One row per event: live changes, pauses, phases, warnings, divergence, end."
         for name, dt in (("step", "i8"), ("time", "f8"), ("kind", _STR), ("payload", _STR)):
             e.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(256,))
-        checkpoint.create_tables(f)
-        self._maybe_swmr()
+        checkpoint.create_tables(f)  # before SWMR: a SWMR writer may only append to existing datasets
 
     @staticmethod
     def _known_shape(s: Stream) -> tuple[int, ...] | None:
@@ -128,97 +270,203 @@ class Recorder:
             self._f.swmr_mode = True
             self._swmr = True
 
+    def _check_open(self) -> None:
+        if self.error is not None:
+            raise self.error
+        if self._f is None:
+            raise RecordingError(f"writing {self.path} failed: the recording is closed")
+
     def write(self, frame: Frame) -> None:
         """Queue one frame; appends happen at the flush interval."""
-        for name, value in frame.data.items():
-            if name in self._pending:
-                self._pending[name].append((frame.step, value))
-        self.last_step = max(self.last_step, frame.step)
-        if time.monotonic() - self._last_flush >= self.flush_interval:
-            self.flush()
+        with self._lock:
+            self._check_open()
+            for name, value in frame.data.items():
+                if name in self._pending:
+                    self._pending[name].append((frame.step, value))
+            self.last_step = max(self.last_step, frame.step)
+            if time.monotonic() - self._last_flush >= self.flush_interval:
+                self.flush()
 
     def event(self, event: Event) -> None:
-        """Queue an event; events are flushed at once (they are rare and precious)."""
-        self._pending_events.append(event)
-        self.flush()
+        """Queue an event; it is written with the rows, on the flush clock (and on close)."""
+        with self._lock:
+            self._check_open()
+            self._pending_events.append(event)
+            if time.monotonic() - self._last_flush >= self.flush_interval:
+                self.flush()
+
+    def flush_if_due(self) -> bool:
+        """Flush if a flush interval has passed since the last one; True if it flushed.
+
+        The writer calls this on its own clock, so rows reach the disk even when no
+        new frame arrives (a slow or stuck step). A closed recorder does nothing.
+        """
+        with self._lock:
+            if self._f is None or time.monotonic() - self._last_flush < self.flush_interval:
+                return False
+            self.flush()
+            return True
+
+    def start_clock(self) -> None:
+        """Flush on a background thread every flush interval, until :meth:`close` or :meth:`abort`.
+
+        With it, rows and events written before a step that never returns still reach the
+        disk within one interval. A failure is kept in :attr:`error` and raised by the next
+        :meth:`write` or :meth:`event`.
+        """
+        if self._clock is not None or self._f is None:
+            return
+        self._clock = threading.Thread(
+            target=self._clock_main, name=f"dynlab-recorder-{Path(self.path).name}", daemon=True
+        )
+        self._clock.start()
+
+    def _clock_main(self) -> None:
+        while not self._clock_stop.wait(max(0.02, self.flush_interval / 2)):
+            try:
+                self.flush_if_due()
+            except RecordingError as exc:
+                self.error = exc
+                return
+
+    def _stop_clock(self) -> None:
+        self._clock_stop.set()
+        t = self._clock
+        if t is not None and t is not threading.current_thread():
+            t.join(5.0)
 
     def flush(self) -> None:
         """Append everything pending and flush the file to disk."""
-        f = self._f
-        try:
-            for name, rows in self._pending.items():
-                if not rows:
-                    continue
-                sg = f["streams"][name]
-                if "value" not in sg:
-                    self._create(self._streams[name], rows[0][1].shape)
-                steps = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-                values = np.stack([r[1] for r in rows]).astype(np.float64, copy=False)
-                ds, vs = sg["step"], sg["value"]
-                n = ds.shape[0]
-                ds.resize((n + len(rows),))
-                vs.resize((n + len(rows), *vs.shape[1:]))
-                ds[n:] = steps
-                vs[n:] = values
-                rows.clear()
-            self._maybe_swmr()
-            if self._pending_events:
-                e = f["events"]
-                evs = self._pending_events
-                n = e["step"].shape[0]
-                for key in ("step", "time", "kind", "payload"):
-                    e[key].resize((n + len(evs),))
-                e["step"][n:] = [ev.step for ev in evs]
-                e["time"][n:] = [ev.time for ev in evs]
-                e["kind"][n:] = [ev.kind for ev in evs]
-                e["payload"][n:] = [json.dumps(dict(ev.payload), default=_jsonable) for ev in evs]
-                evs.clear()
-            f.flush()
-        except (OSError, ValueError) as exc:
-            raise RecordingError(f"writing {self.path} failed: {exc}") from None
-        self._last_flush = time.monotonic()
+        with self._lock:
+            f = self._f
+            if f is None:
+                raise RecordingError(f"writing {self.path} failed: the recording is closed")
+            try:
+                for name, rows in self._pending.items():
+                    if not rows:
+                        continue
+                    sg = f["streams"][name]
+                    if "value" not in sg:
+                        self._create(self._streams[name], rows[0][1].shape)
+                    steps = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                    values = np.stack([r[1] for r in rows]).astype(np.float64, copy=False)
+                    ds, vs = sg["step"], sg["value"]
+                    n = ds.shape[0]
+                    # Values first, steps last: a reader counts rows by ``step``.
+                    vs.resize((n + len(rows), *vs.shape[1:]))
+                    vs[n:] = values
+                    ds.resize((n + len(rows),))
+                    ds[n:] = steps
+                    rows.clear()
+                self._maybe_swmr()
+                if self._pending_events:
+                    e = f["events"]
+                    evs = self._pending_events
+                    n = e["step"].shape[0]
+                    cols = {
+                        "time": [ev.time for ev in evs],
+                        "kind": [ev.kind for ev in evs],
+                        "payload": [json.dumps(dict(ev.payload), default=_jsonable) for ev in evs],
+                        "step": [ev.step for ev in evs],
+                    }
+                    for key, col in cols.items():
+                        e[key].resize((n + len(evs),))
+                        e[key][n:] = col
+                    evs.clear()
+                f.flush()
+            except (OSError, ValueError, TypeError) as exc:
+                raise RecordingError(f"writing {self.path} failed: {exc}") from None
+            self._last_flush = time.monotonic()
+
+    def checkpoint(self, step: int, arrays: Mapping[str, np.ndarray], state: Mapping[str, Any]) -> int:
+        """Store the engine's state at ``step`` (pending rows are written first); return its bytes."""
+        with self._lock:
+            self._check_open()
+            self.flush()
+            try:
+                n = checkpoint.append(self._f, step, arrays, state)
+                self._f.flush()
+            except (OSError, ValueError, TypeError) as exc:
+                raise RecordingError(f"writing a checkpoint to {self.path} failed: {exc}") from None
+            return n
 
     def close(self, status: str = "completed") -> None:
-        """Flush, close, and stamp the final status (reopening once outside SWMR)."""
-        if self._f is None:
-            return
+        """Flush, close, stamp the final status (reopening once outside SWMR), release the lock."""
+        self._stop_clock()
+        with self._lock:
+            if self._f is None:
+                return
+            try:
+                self.flush()
+            finally:
+                self._f.close()
+                self._f = None
+                _OPEN.discard(self)
+                try:
+                    self._stamp(status)
+                finally:
+                    self._writer_lock.release()
+
+    def abort(self, status: str = "interrupted", timeout: float = 2.0) -> bool:
+        """Close as well as possible after a failure or a forced stop; never raises.
+
+        Pending rows are flushed if the file still takes them, the status is stamped, the
+        lock released. Returns False if another thread held the recorder past ``timeout``
+        (it is then left alone: the file is finalised later, see :func:`finalise`).
+        """
+        self._clock_stop.set()
+        if not self._lock.acquire(timeout=timeout):
+            return False
         try:
-            self.flush()
-        finally:
-            self._f.close()
+            if self._f is None:
+                return True
+            try:
+                self.flush()
+            except Exception:
+                pass
+            try:
+                self._f.close()
+            except Exception:
+                pass
             self._f = None
-        with h5py.File(self.path, "r+") as f:
-            f.attrs["status"] = status
-            f.attrs["ended_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-            f.attrs["last_step"] = self.last_step
+            _OPEN.discard(self)
+            try:
+                self._stamp(status)
+            except Exception:
+                pass
+            self._writer_lock.release()
+            return True
+        finally:
+            self._lock.release()
+
+    def _stamp(self, status: str) -> None:
+        try:
+            with h5py.File(self.path, "r+") as f:
+                f.attrs["status"] = status
+                f.attrs["ended_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+                f.attrs["last_step"] = self.last_step
+        except OSError as exc:
+            raise RecordingError(f"closing {self.path} failed: {exc}") from None
 
     @property
     def closed(self) -> bool:
         return self._f is None
 
-    @property
-    def last_flush(self) -> float:
-        """``time.monotonic()`` of the last flush (the worker's flush clock reads it)."""
-        return self._last_flush
 
-    def checkpoint(self, step: int, arrays: Mapping[str, np.ndarray], state: Mapping[str, Any]) -> int:
-        """Store the engine's state at ``step`` (rows pending are written first); return its bytes."""
-        self.flush()
-        try:
-            n = checkpoint.append(self._f, step, arrays, state)
-            self._f.flush()
-        except (OSError, ValueError) as exc:
-            raise RecordingError(f"writing a checkpoint to {self.path} failed: {exc}") from None
-        return n
+def abort_open_recorders(status: str = "interrupted", timeout: float = 2.0) -> list[str]:
+    """Close every recorder still open in this process (a forced stop); returns their paths.
 
-    def abort(self) -> None:
-        """Close the file without another write (it failed, or its writer is giving up)."""
-        f, self._f = self._f, None
-        if f is not None:
-            try:
-                f.close()
-            except Exception:
-                pass
+    For a run whose engine step never returns: its thread cannot close the file, so the
+    process does it before it exits.
+    """
+    done = []
+    for rec in list(_OPEN):
+        if rec.abort(status, timeout=timeout):
+            done.append(rec.path)
+    return done
+
+
+atexit.register(abort_open_recorders)
 
 
 def _jsonable(x: Any) -> Any:
@@ -227,204 +475,3 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, np.ndarray):
         return x.tolist()
     return str(x)
-
-
-class Recording:
-    """Read access to a recording: metadata, streams, events, rows by step range.
-
-    Nothing is loaded up front beyond attributes; ``read`` touches only the rows asked
-    for (binary search on the step dataset), so seeking is independent of file length.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        p = Path(self.path)
-        if not p.is_file():
-            raise RecordingError(f"{self.path}: no such file")
-        if not h5py.is_hdf5(self.path):
-            raise RecordingError(f"{self.path}: not an HDF5 file (is it a dynlab recording?)")
-        try:
-            self._f = h5py.File(self.path, "r", libver="latest", swmr=True)
-        except OSError:
-            try:
-                self._f = h5py.File(self.path, "r")
-            except OSError as exc:
-                raise RecordingError(
-                    f"{self.path}: cannot open: truncated or corrupt HDF5 file ({exc})"
-                ) from None
-        self._step_cache: dict[str, np.ndarray] = {}
-        try:
-            self._check()
-            # Touch every piece of metadata now, so damage shows here as one clear error
-            # rather than later inside a view.
-            _ = self.attrs, self.streams, self.events()
-            for name in self._f["streams"]:
-                self.step_range(name)
-        except RecordingError:
-            self._f.close()
-            raise
-        except (OSError, RuntimeError, KeyError, ValueError) as exc:
-            self._f.close()
-            raise RecordingError(f"{self.path}: truncated or corrupt recording ({exc})") from None
-
-    def _check(self) -> None:
-        a = self._f.attrs
-        if "format_version" not in a or "streams" not in self._f:
-            raise RecordingError(
-                f"{self.path}: an HDF5 file, but not a dynlab recording (no format_version / streams)"
-            )
-        v = int(a["format_version"])
-        if v > FORMAT_VERSION:
-            raise RecordingError(
-                f"{self.path}: recording format {v} is newer than this dynlab reads ({FORMAT_VERSION}); upgrade dynlab"
-            )
-
-    def close(self) -> None:
-        self._f.close()
-
-    def __enter__(self) -> Recording:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -------------------------------------------------------------- metadata
-    @property
-    def attrs(self) -> dict[str, Any]:
-        out = {}
-        for k, v in self._f.attrs.items():
-            out[k] = v.decode() if isinstance(v, bytes) else (v.item() if isinstance(v, np.generic) else v)
-        return out
-
-    @property
-    def engine(self) -> str:
-        return str(self.attrs.get("engine", "?"))
-
-    @property
-    def preset_text(self) -> str:
-        return str(self.attrs.get("preset", ""))
-
-    @property
-    def streams(self) -> dict[str, Stream]:
-        out = {}
-        for name, g in self._f["streams"].items():
-            a = g.attrs
-            labels = {k: tuple(_s(x) for x in a[k]) for k in _LABEL_ATTRS if k in a}
-            shape = tuple(int(x) for x in g["value"].shape[1:]) if "value" in g else ()
-            out[name] = Stream(
-                name,
-                _s(a["kind"]),
-                shape,
-                units=_s(a.get("units", "")),
-                description=_s(a.get("description", "")),
-                theory=_s(a.get("theory", "")),
-                log_scale=bool(a.get("log_scale", False)),
-                **labels,
-            )
-        return out
-
-    def rows(self, name: str) -> int:
-        g = self._f["streams"][name]
-        return 0 if "step" not in g else g["step"].shape[0]
-
-    def step_range(self, name: str | None = None) -> tuple[int, int] | None:
-        """(first, last) recorded step of a stream, or of the whole recording."""
-        names = [name] if name else list(self._f["streams"])
-        lo, hi = None, None
-        for n in names:
-            r = self.rows(n)
-            if r == 0:
-                continue
-            ds = self._f["streams"][n]["step"]
-            a, b = int(ds[0]), int(ds[r - 1])
-            lo = a if lo is None else min(lo, a)
-            hi = b if hi is None else max(hi, b)
-        return None if lo is None else (lo, hi)
-
-    def _index(self, name: str, step: int) -> int:
-        """Number of rows with step <= ``step`` (binary search on disk, O(log n) reads)."""
-        ds = self._f["streams"][name]["step"]
-        n = self.rows(name)
-        if n <= 65536:  # small: cache the steps, one read
-            cached = self._step_cache.get(name)
-            if cached is None or len(cached) != n:
-                cached = ds[:n]
-                self._step_cache[name] = cached
-            return int(np.searchsorted(cached, step, side="right"))
-        lo, hi = 0, n
-        while hi - lo > 1024:
-            mid = (lo + hi) // 2
-            if int(ds[mid]) <= step:
-                lo = mid + 1
-            else:
-                hi = mid
-        block = ds[lo:hi]
-        return lo + bisect_right(block.tolist(), step)
-
-    def read(
-        self, name: str, start: int | None = None, stop: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Steps and values of ``name`` with ``start <= step < stop`` (None = open end)."""
-        try:
-            return self._read(name, start, stop)
-        except (OSError, RuntimeError) as exc:
-            raise RecordingError(f"{self.path}: stream {name!r} is truncated or corrupt ({exc})") from None
-
-    def _read(self, name: str, start: int | None, stop: int | None) -> tuple[np.ndarray, np.ndarray]:
-        g = self._f["streams"][name]
-        n = self.rows(name)
-        i = 0 if start is None else self._index(name, start - 1)
-        j = n if stop is None else self._index(name, stop - 1)
-        if n == 0 or j <= i:
-            shape = g["value"].shape[1:] if "value" in g else ()
-            return np.zeros(0, np.int64), np.zeros((0, *shape))
-        return g["step"][i:j], g["value"][i:j]
-
-    def value_at(self, name: str, step: int) -> tuple[int, np.ndarray] | None:
-        """The newest row of ``name`` at or before ``step``."""
-        k = self._index(name, step)
-        if k == 0:
-            return None
-        g = self._f["streams"][name]
-        return int(g["step"][k - 1]), g["value"][k - 1]
-
-    def events(self) -> list[Event]:
-        e = self._f["events"]
-        n = e["step"].shape[0]
-        steps, times = e["step"][:n], e["time"][:n]
-        kinds, payloads = e["kind"][:n], e["payload"][:n]
-        return [
-            Event(int(s), _s(k), json.loads(_s(p)), float(t))
-            for s, t, k, p in zip(steps, times, kinds, payloads)
-        ]
-
-    def frames(
-        self, start: int | None = None, stop: int | None = None, *, max_rows: int | None = None
-    ) -> Iterator[Frame]:
-        """Frames with ``start <= step < stop``, merged across streams, in step order.
-
-        ``max_rows`` thins each stream evenly to at most that many rows (its last row
-        always kept), so a seek into a 10^6-step recording hands the views a decimated
-        history instead of a million frames; ``None`` gives every row.
-        """
-        per = {}
-        for name in self._f["streams"]:
-            st, vals = self.read(name, start, stop)
-            if max_rows is not None and len(st) > max_rows:
-                keep = np.unique(np.linspace(0, len(st) - 1, max_rows).round().astype(np.int64))
-                st, vals = st[keep], vals[keep]
-            per[name] = (st, vals)
-        steps = np.unique(np.concatenate([s for s, _ in per.values()] or [np.zeros(0, np.int64)]))
-        pos = dict.fromkeys(per, 0)
-        for step in steps:
-            data = {}
-            for name, (st, vals) in per.items():
-                k = pos[name]
-                if k < len(st) and st[k] == step:
-                    data[name] = vals[k]
-                    pos[name] = k + 1
-            yield Frame.make(int(step), data)
-
-
-def _s(x: Any) -> str:
-    return x.decode() if isinstance(x, bytes) else str(x)

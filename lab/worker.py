@@ -8,7 +8,6 @@ Nothing here touches Qt.
 from __future__ import annotations
 
 import queue
-import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -61,32 +60,29 @@ def _put_display(out: Any, item: Any, must: bool = False) -> None:
 
 
 class _Recording:
-    """The recorder behind a lock, flushed on its own clock.
+    """The recorder as the worker uses it: a failure drops it and tells the worker, once.
 
-    The worker writes from its loop; a small timer thread flushes pending rows every
-    ``flush_interval`` even when no new frame arrives, so an engine step that hangs still
-    leaves every row it produced on disk. :meth:`abandon` closes the file from any thread
-    (a host giving up on a hung engine).
+    The recorder flushes on its own clock (``Recorder.start_clock``), so an engine step that
+    hangs still leaves every row it produced on disk; :meth:`abandon` closes the file from
+    any thread (a host giving up on a hung engine).
     """
 
     def __init__(self, recorder: Recorder, on_error: Any) -> None:
         self._rec: Recorder | None = recorder
-        self._lock = threading.Lock()
         self._on_error = on_error
-        self._stop = threading.Event()
-        self._timer = threading.Thread(target=self._flush_loop, name="dynlab-flush", daemon=True)
-        self._timer.start()
+        recorder.start_clock()
 
-    def _call(self, method: str, *args: Any) -> None:
-        with self._lock:
-            if self._rec is None:
-                return
-            try:
-                getattr(self._rec, method)(*args)
-            except RecordingError as exc:
-                rec, self._rec = self._rec, None
-                rec.abort()
-                self._on_error(exc)
+    def _call(self, method: str, *args: Any) -> Any:
+        rec = self._rec
+        if rec is None:
+            return None
+        try:
+            return getattr(rec, method)(*args)
+        except RecordingError as exc:
+            self._rec = None
+            rec.abort("failed")
+            self._on_error(exc)
+            return None
 
     def write(self, frame: Any) -> None:
         self._call("write", frame)
@@ -97,37 +93,15 @@ class _Recording:
     def event(self, ev: Event) -> None:
         self._call("event", ev)
 
-    def _flush_loop(self) -> None:
-        interval = 0.5
-        while not self._stop.wait(interval):
-            with self._lock:
-                rec = self._rec
-                if rec is None:
-                    return
-                interval = max(0.05, rec.flush_interval / 2)
-                if time.monotonic() - rec.last_flush < rec.flush_interval:
-                    continue
-            self._call("flush")
-
     def close(self, status: str) -> None:
-        self._stop.set()
-        with self._lock:
-            rec, self._rec = self._rec, None
+        rec, self._rec = self._rec, None
         if rec is not None:
             rec.close(status)
 
     def abandon(self, status: str = "interrupted") -> bool:
-        """Close the file now (from any thread); True if it was open."""
-        self._stop.set()
-        with self._lock:
-            rec, self._rec = self._rec, None
-            if rec is None:
-                return False
-            try:
-                rec.close(status)
-            except Exception:
-                rec.abort()
-            return True
+        """Close the file now (from any thread); True if it is closed."""
+        rec, self._rec = self._rec, None
+        return rec.abort(status) if rec is not None else True
 
 
 class Worker:

@@ -193,3 +193,105 @@ def test_install_desktop_from_package_data(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "icons/hicolor/scalable/apps/dynlab.svg").read_text().lstrip().startswith("<")
     assert main(["install-desktop", "--uninstall"]) == 0
     assert not desktop.exists()
+
+
+# ----------------------------------------------------------------------------- issue 16
+# A step that never returns, injected into the real quadratic engine of a real `dynlab run`
+# (both hosts) by a sitecustomize that wraps the engine module when it is first imported.
+HANG_HOOK = """
+import importlib.abc, importlib.util, os, sys, threading
+
+AT = int(os.environ["DYNLAB_TEST_HANG_AT"])
+
+
+class _Hook(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "dynlab.engines.quadratic":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            step = module.Quadratic.train_step
+
+            def train_step(self, t):
+                if t >= AT:
+                    threading.Event().wait()  # hung: never returns
+                return step(self, t)
+
+            module.Quadratic.train_step = train_step
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, _Hook())
+"""
+
+
+def _hung_run(tmp_path, host, hang_at=5):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HANG_HOOK)
+    path = tmp_path / "hung.h5"
+    env = {**os.environ, "PYTHONPATH": f"{hook}{os.pathsep}{ROOT}", "DYNLAB_TEST_HANG_AT": str(hang_at)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dynlab.cli", "run", "quadratic", "--steps", "100000", "--record", str(path)]
+        + ["--quiet", "--host", host],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return proc, path
+
+
+@pytest.mark.parametrize("host", ["thread", "process"])
+@pytest.mark.parametrize("how", ["second-ctrl-c", "sigterm"])
+def test_a_hung_engine_step_ends_on_a_second_ctrl_c_or_sigterm_with_the_file_closed(tmp_path, host, how):
+    """Issue 16 item 3: the run ends within seconds, the file is final and readable by plain h5py."""
+    proc, path = _hung_run(tmp_path, host)
+    try:
+        deadline = time.monotonic() + 120
+        while not path.exists():  # the recorder exists once the engine is built
+            assert proc.poll() is None and time.monotonic() < deadline, "dynlab did not start"
+            time.sleep(0.05)
+        time.sleep(2.0)  # five quick steps later the engine is stuck at step 5
+        if how == "second-ctrl-c":
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)  # TERM_GRACE (3 s) + closing, far below this
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert "ended by force" in err
+    with h5py.File(path, "r") as f:  # a plain (non-SWMR) open: no writer flags left
+        assert f.attrs["status"] == "interrupted"
+        n = f["streams/train_loss/step"].shape[0]
+        assert f["streams/train_loss/value"].shape[0] == n
+    assert not Path(f"{path}.lock").exists()
+    if host == "thread":
+        # The 5 rows the worker held when it hung are written by the forced close.
+        assert n == 5
+        assert f"recorded to {path} (interrupted)" in out
+
+
+def test_replay_of_a_bad_file_is_one_line_without_opening_the_app(tmp_path, capsys, monkeypatch):
+    import dynlab.cli as cli
+
+    monkeypatch.setattr(cli, "gui_main", lambda argv: pytest.fail("the app was started"))
+    bad = tmp_path / "bad.h5"
+    with h5py.File(bad, "w") as f:
+        f.attrs["format_version"] = "\x1b[2Jabc"
+        f.create_group("streams")
+    assert main(["replay", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "format_version is '\\x1b[2Jabc', expected one integer" in err and "\x1b" not in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -52,6 +53,7 @@ class HeatmapView(PlotView):
         self.colourbar.setImageItem(self.image, insert_in=self.item)
         style.style_colourbar(self.colourbar, label)
         self.hover = QtWidgets.QLabel(" ")
+        self.hover.setTextFormat(QtCore.Qt.TextFormat.PlainText)  # row/column names come from files
         self.hover.setStyleSheet("color: #222; font-size: 9pt;")
         self._layout.insertWidget(self._layout.count() - 1, self.hover)
         self.plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
@@ -135,7 +137,9 @@ class HeatmapView(PlotView):
             style.fit_axis_to_labels(self.item.getAxis("left"), [t for _, t in ticks])
             self.item.getAxis("bottom").setTicks([_ticks(cols, mat.shape[1])])
         self.item.setRange(xRange=(0, mat.shape[1]), yRange=(0, mat.shape[0]), padding=0)
-        self.item.setTitle(f"{self.view.title} — step {step}", color=style.FOREGROUND, size="10pt")
+        self.item.setTitle(
+            f"{html.escape(self.view.title)} — step {step}", color=style.FOREGROUND, size="10pt"
+        )
 
     def value_at(self, row: int, col: int) -> str:
         """Hover text for a cell: ``row, col = value``."""

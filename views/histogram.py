@@ -7,6 +7,7 @@ sharpness rises).
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Mapping
 
@@ -61,9 +62,11 @@ class HistogramView(_SnapshotView):
         first = self.streams[self.stream_names[0]] if self.stream_names else None
         self.item.setLabel(
             "bottom",
-            f"{self.stream_names[0]} [{first.units}]"
-            if first and first.units
-            else (self.stream_names[0] if first else "value"),
+            html.escape(
+                f"{self.stream_names[0]} [{first.units}]"
+                if first and first.units
+                else (self.stream_names[0] if first else "value")
+            ),
             color=style.FOREGROUND,
         )
         self.item.setLabel("left", "log10 weight" if view.log_y else "weight", color=style.FOREGROUND)
@@ -118,7 +121,7 @@ class HistogramView(_SnapshotView):
                 bars = pg.BarGraphItem(x0=left, x1=right, y0=base, y1=height, brush=brush, pen=pen)
                 self._bars[key] = bars
                 self.item.addItem(bars)
-                self.legend.addItem(bars, name + self.run_suffix(run))
+                self.legend.addItem(bars, html.escape(name + self.run_suffix(run), quote=False))
             else:
                 bars.setOpts(x0=left, x1=right, y0=base, y1=height, brush=brush, pen=pen)
             bars.show()
@@ -187,7 +190,7 @@ class WaterfallView(_SnapshotView):
         self.item.showGrid(x=False, y=False)
         unit = f" [{s.units}]" if s and s.units else ""
         if self.is_histogram:
-            self.item.setLabel("left", f"{self.stream}{unit}", color=style.FOREGROUND)
+            self.item.setLabel("left", html.escape(f"{self.stream}{unit}"), color=style.FOREGROUND)
         elif s is not None:
             labels = s.labels or tuple(f"{self.stream}[{i}]" for i in range(int(np.prod(s.shape or (1,)))))
             # Thinned like a heatmap's: 49 frequency labels on 250 pixels are a black smear.
@@ -268,7 +271,7 @@ class WaterfallView(_SnapshotView):
             axis.setTicks(None if scale.c == 0 else [scale.ticks(lo, hi)])
             unit = self.streams[self.stream].units
             text = self.stream + (f" [{unit}]" if unit else "") + (", symmetric-log axis" if scale.c else "")
-            self.item.setLabel("left", text, color=style.FOREGROUND)
+            self.item.setLabel("left", html.escape(text), color=style.FOREGROUND)
 
     def _draw_reference(self) -> None:
         """The reference scalar (e.g. 2/η) as a white dashed line over the image."""

@@ -78,7 +78,7 @@ class PlotView(StreamView):
         # Stagger labels so markers close together stay readable.
         label_pos = 0.92 - 0.12 * (len(self._event_lines) % 4)
         line = style.vline(pos, colour, event.label, label_pos=label_pos)
-        line.setToolTip(f"step {event.step}: {event.label}")
+        line.setToolTip(style.plain_tip(f"step {event.step}: {event.label}"))
         self.item.addItem(line, ignoreBounds=True)
         self._event_lines.append(line)
 

@@ -239,6 +239,7 @@ class PointsView(StreamView):
         self.plot.getPlotItem().getViewBox().sigRangeChanged.connect(self._place_legend)
         self._holder_layout.addWidget(self.plot)
         self.hover = QtWidgets.QLabel(" ")
+        self.hover.setTextFormat(pg.QtCore.Qt.TextFormat.PlainText)  # point labels come from files
         self.hover.setStyleSheet("color: #222; font-size: 9pt;")
         self._holder_layout.addWidget(self.hover)
         self.plot.scene().sigMouseMoved.connect(self._on_mouse_moved)

@@ -221,6 +221,11 @@ def place_legend(legend: pg.LegendItem, item: pg.PlotItem, current: int = 0) -> 
     return current
 
 
+def plain_tip(text: str) -> str:
+    """A tooltip that shows ``text`` literally: Qt renders tooltips that look like HTML as HTML."""
+    return "<p style='white-space:pre-wrap'>" + html.escape(text) + "</p>"
+
+
 def vline(
     pos: float, colour_: str, label: str = "", dashed: bool = True, label_pos: float = 0.92
 ) -> pg.InfiniteLine:
@@ -237,8 +242,11 @@ def vline(
         "anchors": [(0, 0.5), (0, 0.5)],
         "fill": pg.mkBrush(255, 255, 255, 110),
     }
+    # pyqtgraph runs str.format on a marker's label: braces from a file's text
+    # (an HDF5 error quoting a heap id) must reach it escaped.
+    fmt = label.replace("{", "{{").replace("}", "}}")
     line = pg.InfiniteLine(
-        pos=pos, angle=90, pen=pen, movable=False, label=label or None, labelOpts=opts if label else None
+        pos=pos, angle=90, pen=pen, movable=False, label=fmt or None, labelOpts=opts if label else None
     )
     line.setZValue(50)
     return line
@@ -250,7 +258,7 @@ def style_colourbar(bar: pg.ColorBarItem, label: str) -> None:
     axis.setPen(pg.mkPen(FOREGROUND))
     axis.setTextPen(pg.mkPen(FOREGROUND))
     axis.enableAutoSIPrefix(False)
-    axis.setLabel(label, color=FOREGROUND)
+    axis.setLabel(html.escape(label), color=FOREGROUND)
 
 
 def add_fast_curve(plot: pg.PlotItem, pen: pg.QtGui.QPen, name: str | None = None) -> pg.PlotDataItem:
@@ -262,7 +270,8 @@ def add_fast_curve(plot: pg.PlotItem, pen: pg.QtGui.QPen, name: str | None = Non
     own (off) settings, so keyword arguments alone are silently lost (measured: 3 x 1e6
     points painted in 2.5 s per frame instead of 0.07 s).
     """
-    curve = pg.PlotDataItem(pen=pen, name=name)
+    # A legend entry is rendered as HTML: a series name from a file is escaped.
+    curve = pg.PlotDataItem(pen=pen, name=None if name is None else html.escape(name, quote=False))
     plot.addItem(curve)
     curve.setDownsampling(auto=True, method="peak")
     curve.setClipToView(True)

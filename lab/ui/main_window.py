@@ -34,6 +34,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.pages.addWidget(self.workspace)
         self.setCentralWidget(self.pages)
         self.status_label = QtWidgets.QLabel("Ready")
+        self.status_label.setTextFormat(QtCore.Qt.TextFormat.PlainText)  # it shows error messages
         self.statusBar().addWidget(self.status_label, 1)
         self.presenting = False
 
@@ -354,6 +355,7 @@ class MainWindow(QtWidgets.QMainWindow):
         """A non-blocking dialog with one line of text; the app stays up."""
         self.status_label.setText(f"{title}: {message}")
         box = QtWidgets.QMessageBox(QtWidgets.QMessageBox.Icon.Warning, title, message, parent=self)
+        box.setTextFormat(QtCore.Qt.TextFormat.PlainText)  # a message may quote a file's text
         box.setModal(False)
         box.open()
         self._last_box = box

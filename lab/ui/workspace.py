@@ -41,6 +41,19 @@ def recordings_dir() -> Path:
     return path
 
 
+def _stamp() -> str:
+    return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _fresh(path: Path) -> Path:
+    """``path``, or ``path`` with -2, -3... when it exists (two starts within a second)."""
+    k, out = 2, path
+    while out.exists():
+        out = path.with_name(f"{path.stem}-{k}{path.suffix}")
+        k += 1
+    return out
+
+
 def default_views(streams: Sequence[Stream]) -> tuple[ViewSpec, ...]:
     """One view per stream, for recordings whose preset text cannot be read."""
     return tuple(
@@ -161,6 +174,12 @@ class Workspace(QtWidgets.QWidget):
     def open_replay(self, path: str) -> None:
         """Replay a recording through the same views (raises RecordingError on a bad file)."""
         player = Player(path)
+        if player.file.needs_finalise and self.confirm_finalise(path):
+            from dynlab.recording import finalise
+
+            player.close()
+            self.recorded.emit(finalise(path) and path)
+            player = Player(path)
         self.close_sources()
         try:
             preset = parse(player.preset_text, name=Path(path).stem, path=path, check_engine=False)
@@ -177,6 +196,17 @@ class Workspace(QtWidgets.QWidget):
         self.timeline.set_range(player.first, player.last)
         self.seek(player.last)  # open on the full picture; Space plays from the start
         self.timer.start()
+
+    def confirm_finalise(self, path: str) -> bool:
+        """Ask before finalising a killed writer's file (it is changed in place)."""
+        answer = QtWidgets.QMessageBox.question(
+            self,
+            "Finalise this recording?",
+            f"{Path(path).name} was being written when its writer was killed, so plain HDF5 tools "
+            "refuse it. Finalise it now (clear its write flags, mark it interrupted)? Nothing recorded "
+            "is lost; replay works either way.",
+        )
+        return answer == QtWidgets.QMessageBox.StandardButton.Yes
 
     # ------------------------------------------------------------------ sources
     def _add_source(self, run_id: str, src: Source) -> None:
@@ -234,8 +264,7 @@ class Workspace(QtWidgets.QWidget):
             if changes
             else ""
         )
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        record = str(recordings_dir() / f"{Path(parent).stem}-branch{at}-{stamp}.h5")
+        record = str(_fresh(recordings_dir() / f"{Path(parent).stem}-branch{at}-{_stamp()}.h5"))
         src = Run(preset, record=record, host=self.host, on_diverge="pause", label=label, branch=start)
         src.start()
         parent_src = self.sources[parent_id]
@@ -300,8 +329,7 @@ class Workspace(QtWidgets.QWidget):
     def _launch(self, run_id: str, preset: Preset, label: str) -> Source:
         record = None
         if self.controls.record.isChecked():
-            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            record = str(recordings_dir() / f"{preset.name}-{stamp}-seed{preset.seed}.h5")
+            record = str(_fresh(recordings_dir() / f"{preset.name}-{_stamp()}-seed{preset.seed}.h5"))
         threads = max(1, (os.cpu_count() or 2) - 1) if self.host == "process" else None
         src = Run(
             preset,
