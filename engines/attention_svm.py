@@ -19,7 +19,7 @@ recipe instead, autograd plus the machine-epsilon penalty eps*(||K||^2 + ||Q||^2
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -400,7 +400,7 @@ class AttentionSVM(Engine):
                 "converging",
             )
 
-    def _check_underflow(self, loss_grads: list[torch.Tensor]) -> None:
+    def _check_underflow(self, loss_grads: Sequence[torch.Tensor]) -> None:
         """(K, Q) mode: one ``info`` event when the loss gradient stops steering the direction.
 
         Once the softmax saturates, the loss gradient decays like exp(-margin * ||W||); in
@@ -411,8 +411,8 @@ class AttentionSVM(Engine):
         if self._underflow_reported:
             return
         wd = self.params["weight_decay"]
-        loss_norm = float(torch.sqrt(sum((g * g).sum() for g in loss_grads)))
-        reg_norm = 2.0 * wd * float(torch.sqrt(sum((w.detach() ** 2).sum() for w in self.weights)))
+        loss_norm = float(torch.stack([g.norm() for g in loss_grads]).norm())
+        reg_norm = 2.0 * wd * float(torch.stack([w.detach().norm() for w in self.weights]).norm())
         if loss_norm == 0.0 or loss_norm <= reg_norm:
             self._underflow_reported = True
             self.emit(

@@ -141,7 +141,7 @@ def li2_energy(
         How the one-hot labels Y are centred into Ỹ. ``"classes"``: Ỹ = onehot − 1/p, as the
         official code's targets (``Y_train - 1.0 / group_order``). ``"samples"``: Ỹ = P⊥₁Y,
         each class column minus its mean over the training samples, the zero-mean projection
-        in the paper's loss. The two agree when every class has the same number of training
+        in the paper's loss ½‖P⊥₁(Y − FV)‖². The two agree when every class has the same number of training
         pairs.
     """
     w_hat, _ = normalised_columns(w_in)

@@ -294,8 +294,8 @@ def test_no_weight_decay_no_grokking():
 
 @pytest.mark.slow
 def test_low_fraction_long_run_keeps_its_probes_finite_and_reports_dead_neurons():
-    """Train fraction 0.08 for 8000 epochs, the run of issue 18 (about a minute on 2 cores;
-    the float32 probes broke only after epoch ~6500, so it cannot be shortened much).
+    """Train fraction 0.08 for 8000 epochs, the run of issue 18 (200 s on 2 busy cores; the
+    float32 probes broke only after epoch ~6500, so it cannot be shortened much).
 
     The net memorises (test accuracy exactly 0, below chance) and weight decay shrinks most
     first-layer columns towards float32's floor: 425 of 512 neurons are dead by epoch 5500
