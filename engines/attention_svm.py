@@ -7,11 +7,19 @@ converges to the max-margin SVM that separates each sequence's selected token fr
 others (Frobenius norm), and, when W = K Q^T is trained through its factors, to the
 nuclear-norm SVM. The engine follows the official recipe: n=6, T=8, d=10, unit-norm
 tokens and queries, normalised GD with lr 0.1, float64.
+
+Finite precision: once the softmax saturates, the loss gradient is a sum of terms of size
+exp(-gap) and float64 loses it (first to cancellation in 1 - p, long before exp underflows).
+For W the engine therefore computes the gradient's *direction* in log space, exactly
+(:func:`w_gradient_direction`), which is all normalised GD needs: W keeps converging in
+direction for as long as it runs, with no regulariser. The (K, Q) runs keep the official
+recipe instead, autograd plus the machine-epsilon penalty eps*(||K||^2 + ||Q||^2).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -33,6 +41,46 @@ EPS64 = float(np.finfo(np.float64).eps)  # the official KQ regulariser: machine 
 _NORMS = ("frobenius", "nuclear")
 
 
+def w_gradient_direction(
+    X: torch.Tensor, Z: torch.Tensor, Y: torch.Tensor, v: torch.Tensor, W: torch.Tensor
+) -> tuple[torch.Tensor, float]:
+    """Unit direction of the loss gradient in W, and log10 of its norm, computed in log space.
+
+    With p_i = softmax(X_i W z_i), u_it = v^T x_it, f_i = sum_t p_it u_it and
+    L = mean_i log(1 + exp(-Y_i f_i)),
+
+        grad_W L = (1/n) sum_i c_i sum_{t<t'} p_it p_it' (u_it - u_it') (x_it - x_it') z_i^T,
+
+    with c_i = -Y_i sigmoid(-Y_i f_i). The pair form has no 1 - p_alpha (whose rounding is
+    what swamps the float64 gradient once the attention saturates) and no cancellation:
+    each term's size is kept as a logarithm, log p_it + log p_it' + log|c_i (u_it - u_it')|,
+    and they are summed relative to the largest. So the direction is exact to rounding however
+    small the gradient is, and normalised GD (W <- W - lr * direction) follows the paper's
+    dynamics without a regulariser.
+
+    Returns
+    -------
+    direction, log10_norm
+        ``direction`` has unit Frobenius norm (zeros and ``-inf`` if the gradient is exactly 0).
+    """
+    n, T, _ = X.shape
+    scores = torch.einsum("itd,de,ie->it", X, W, Z)
+    logp = torch.log_softmax(scores, dim=1)
+    u = X @ v  # (n, T)
+    f = (logp.exp() * u).sum(dim=1)
+    c = -Y * torch.sigmoid(-Y * f) / n  # |f| <= 1 for unit tokens and head: never tiny
+    a, b = torch.triu_indices(T, T, 1, device=X.device)
+    du = u[:, a] - u[:, b]  # (n, pairs)
+    log_size = logp[:, a] + logp[:, b] + torch.log(du.abs()) + torch.log(c.abs())[:, None]  # log 0 = -inf
+    top = log_size.max()
+    if not torch.isfinite(top):
+        return torch.zeros_like(W), -math.inf
+    coef = torch.sign(du) * torch.sign(c)[:, None] * torch.exp(log_size - top)
+    G = torch.einsum("ip,ipd,ie->de", coef, X[:, a] - X[:, b], Z)
+    norm = G.norm()
+    return G / norm, float((top + torch.log(norm)) / math.log(10.0))
+
+
 @lru_cache(maxsize=16)  # built once per shape: Engine.step looks the streams up every step
 def _streams(n: int, T: int, parameterization: str) -> tuple[Stream, ...]:
     """The streams for ``n`` sequences of ``T`` tokens (labels and shapes depend on them)."""
@@ -41,14 +89,29 @@ def _streams(n: int, T: int, parameterization: str) -> tuple[Stream, ...]:
     own = "nuclear" if kq else "Frobenius"
     own_norm = "||W||_*" if kq else "||W||_F"
     other_labels = tuple(f"seq {i}: other {k}" for i in range(n) for k in range(1, T))
-    return (
+    grad = (
+        ()
+        if kq
+        else (
+            Stream(
+                "grad_log10",
+                "scalar",
+                description="log10 of the loss gradient's Frobenius norm ||grad_W L||, computed in "
+                "log space (float64 alone loses the gradient once the attention saturates).",
+                theory="Falls without bound, roughly like -margin*||W||/ln 10: the steps are "
+                "normalised, so only the gradient's direction matters, and it stays exact.",
+            ),
+        )
+    )
+    return grad + (
         Stream(
             "train_loss",
             "scalar",
             units="nats",
             description="Logistic loss log(1 + exp(-Y_i f(X_i))), mean over the n sequences.",
-            theory="Decreases to 0 without reaching it: the minimiser is at infinity, which is "
-            "why only the direction of W has a limit.",
+            theory="Falls to the loss of attending only to the selected tokens (not 0: |f| <= 1 "
+            "with unit tokens and head), reached only as ||W|| -> infinity, which is why only "
+            "the direction of W has a limit.",
         ),
         Stream(
             "svm_correlation",
@@ -75,8 +138,13 @@ def _streams(n: int, T: int, parameterization: str) -> tuple[Stream, ...]:
             "weight_norm",
             "scalar",
             description=f"||{w_name}||_F.",
-            theory="Grows without bound, roughly logarithmically in the number of steps "
-            "(normalised GD on a separable logistic problem).",
+            theory=(
+                "Grows while the loss gradient steers the factors; once it sinks below the eps "
+                "penalty's gradient the norm settles."
+                if kq
+                else "Grows without bound by about lr per step: normalised steps along a nearly "
+                "fixed direction."
+            ),
         ),
         Stream(
             "normalized_margin",
@@ -179,9 +247,10 @@ class AttentionSVM(Engine):
                 low=0.0,
                 high=1e-2,
                 live=True,
-                help="lambda of the term lambda*(||K||_F^2 + ||Q||_F^2) (or lambda*||W||_F^2) added "
-                "to the loss; the paper's tiny default, machine epsilon, keeps the K Q^T direction "
-                "from drifting once the loss gradient underflows.",
+                help="(K, Q) runs only, as in the official code: lambda of the term "
+                "lambda*(||K||_F^2 + ||Q||_F^2) added to the loss; the default, machine epsilon, "
+                "keeps the K Q^T direction from drifting once the loss gradient underflows. "
+                "W runs ignore it: their gradient direction is computed exactly in log space.",
             ),
             Param("n", "int", 6, low=1, high=64, help="Number of sequences."),
             Param("T", "int", 8, low=2, high=64, help="Tokens per sequence."),
@@ -284,14 +353,23 @@ class AttentionSVM(Engine):
 
     def train_step(self, step: int) -> Mapping[str, Any]:
         loss, W, scores, probs = self._forward()
+        frame = self._measure(step, loss.detach(), W.detach(), scores.detach(), probs.detach())
+        lr = self.params["lr"]
+        if len(self.weights) == 1:
+            # W: the exact gradient direction (log space), no regulariser (as the official
+            # code: its eps term belongs to the (K, Q) runs).
+            with torch.no_grad():
+                direction, log10_norm = w_gradient_direction(self.X, self.Z, self.Y, self.v, W.detach())
+                self.weights[0].sub_(lr * direction)
+            frame["grad_log10"] = log10_norm
+            self._check_saturation(scores.detach())
+            return frame
         wd = self.params["weight_decay"]
         # The loss gradient and the (analytic) gradient 2*wd*w of wd*||w||^2 separately: the
         # ratio tells when the loss gradient has sunk below the regulariser's.
         loss_grads = torch.autograd.grad(loss, self.weights)
         grads = [g + 2.0 * wd * w.detach() for g, w in zip(loss_grads, self.weights)]
-        frame = self._measure(step, loss.detach(), W.detach(), scores.detach(), probs.detach())
         self._check_underflow(loss_grads)
-        lr = self.params["lr"]
         with torch.no_grad():
             for w, g in zip(self.weights, grads):
                 gn = g.norm()
@@ -301,26 +379,49 @@ class AttentionSVM(Engine):
                     w.sub_(lr * g / gn)
         return frame
 
-    def _check_underflow(self, loss_grads: list[torch.Tensor]) -> None:
-        """Emit one ``info`` event when the loss gradient stops steering the direction.
+    def _check_saturation(self, scores: torch.Tensor) -> None:
+        """W mode: one ``info`` event when the softmax tail drops below float64 resolution.
+
+        From then on 1 - p (the attention left on the other tokens) rounds to 0 in float64
+        for some sequence, and a plain autograd gradient would be rounding noise; the
+        log-space direction keeps the steps exact, so this marks a regime, not a stop.
+        """
+        if self._underflow_reported:
+            return
+        logp = torch.log_softmax(scores, dim=1)
+        top = logp.argmax(dim=1, keepdim=True)
+        rest = logp.scatter(1, top, -math.inf).logsumexp(dim=1)  # log(1 - p_selected)
+        worst = float(rest.min())
+        if worst < math.log(EPS64):
+            self._underflow_reported = True
+            self.emit(
+                "info",
+                message="attention saturated past float64 resolution (1 - p_selected = "
+                f"10^{worst / math.log(10.0):.1f} < eps in some sequence): a plain float64 gradient "
+                "would now be rounding noise; its direction is computed in log space, so W keeps "
+                "converging",
+            )
+
+    def _check_underflow(self, loss_grads: Sequence[torch.Tensor]) -> None:
+        """(K, Q) mode: one ``info`` event when the loss gradient stops steering the direction.
 
         Once the softmax saturates, the loss gradient decays like exp(-margin * ||W||); in
         float64 it soon falls to the size of the machine-epsilon regulariser's gradient
-        2*eps*||W|| (or to rounding noise), and normalised GD then balances the two: W stops
-        moving and every curve goes flat (about step 950 for the default preset).
+        2*eps*||K, Q|| (or to rounding noise), and normalised GD then balances the two: the
+        factors stop moving and every curve goes flat.
         """
         if self._underflow_reported:
             return
         wd = self.params["weight_decay"]
-        loss_norm = float(torch.sqrt(sum((g * g).sum() for g in loss_grads)))
-        reg_norm = 2.0 * wd * float(torch.sqrt(sum((w.detach() ** 2).sum() for w in self.weights)))
+        loss_norm = float(torch.stack([g.norm() for g in loss_grads]).norm())
+        reg_norm = 2.0 * wd * float(torch.stack([w.detach().norm() for w in self.weights]).norm())
         if loss_norm == 0.0 or loss_norm <= reg_norm:
             self._underflow_reported = True
             self.emit(
                 "info",
                 message="gradient underflowed: the direction is final "
                 f"(||grad loss|| = {loss_norm:.2e} <= regulariser's {reg_norm:.2e}); "
-                "W no longer improves in float64",
+                "K Q^T no longer improves in float64",
             )
 
     # ----------------------------------------------------------------- measurements

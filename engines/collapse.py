@@ -64,7 +64,10 @@ def collapse_streams(num_classes: int) -> tuple[Stream, ...]:
         Stream(
             "equinorm",
             "scalar",
-            description="Coefficient of variation (std/mean) of the centred class-mean norms ‖μ_c − μ_G‖.",
+            description=(
+                "Coefficient of variation (sample std, ddof 1, over mean) of the centred class-mean "
+                "norms ‖μ_c − μ_G‖, μ_G the mean of the class means."
+            ),
             theory="→ 0 (NC2): all class means equally far from the global mean.",
             log_scale=True,
         ),

@@ -33,6 +33,7 @@ from dynlab.engines.probes.equivariance import (
     c4_regular,
     c4_spatial,
     layer_errors,
+    mean_abs_lie_derivative,
     pca_frames,
     random_orthogonal,
     relative_lie_derivative,
@@ -570,8 +571,21 @@ class EquivarianceFrames(Engine):
                 (2,),
                 labels=("MLP", "FA"),
                 log_scale=True,
-                description="Relative Lie derivative ‖L_A f‖/‖f‖ along z-rotations (A = so(3) generator), by a JVP.",
-                theory="0 for an exactly rotation-equivariant map (FA ≈ 1e-15); order 1 for the MLP (Gruver et al. 2022).",
+                description="Relative Lie derivative E‖L_A f‖/E‖f‖ along z-rotations (A = so(3) generator), by a JVP.",
+                theory="0 for an exactly rotation-equivariant map (FA ≈ 1e-15); order 1 for the MLP.",
+            ),
+            Stream(
+                "lie_derivative_abs",
+                "vector",
+                (2,),
+                labels=("MLP", "FA"),
+                log_scale=True,
+                description=(
+                    "Gruver et al.'s unnormalised form: mean |L_A f| over clouds and the 3 output "
+                    "components (their tables apply it to a classifier's softmax probabilities; "
+                    "here f is the raw 3-vector)."
+                ),
+                theory="0 for an exactly equivariant map; its size follows the output's scale.",
             ),
         )
 
@@ -625,12 +639,14 @@ class EquivarianceFrames(Engine):
         )
         A = rotation_generator(2).to(self.x_probe)
         lee = [relative_lie_derivative(m, self.x_probe, A, equivariant=True) for m in (self.mlp, self.fa)]
+        lee_abs = [mean_abs_lie_derivative(m, self.x_probe, A, equivariant=True) for m in (self.mlp, self.fa)]
         return {
             "equivariance_error": heat,
             "output_equivariance_error": heat[-1, 1:].mean(),
             "mlp_output_equivariance_error": mlp[-1, 1:].mean(),
             "degenerate_output_equivariance_error": deg[-1, 1:].mean(),
             "lie_derivative": torch.tensor(lee),
+            "lie_derivative_abs": torch.tensor(lee_abs),
         }
 
     def train_step(self, step: int) -> Mapping[str, Any]:

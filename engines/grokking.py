@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -29,6 +30,12 @@ HEATMAP_NEURONS = 64
 EMERGENCE_FACTOR = 2.5
 MEMORISED_ACCURACY = 0.99
 GENERALISED_ACCURACY = 0.95
+#: A neuron is dead when its input-weight column norm is below this × the layer's largest.
+DEAD_RELATIVE_NORM = 1e-3
+#: Fourier IPR conventions: one-sided rfft with the DC term (default) or the full p-point DFT.
+IPR_CONVENTIONS = ("one-sided", "full-dft")
+#: Label centring of the Li₂ energy: over classes (official code, default) or over samples (paper).
+ENERGY_CENTRINGS = ("classes", "samples")
 
 
 def critical_fraction(p: int) -> float:
@@ -40,53 +47,116 @@ def critical_fraction(p: int) -> float:
     return CRITICAL_RATIO_CONSTANT * math.log(p) / p
 
 
-def fourier_power(w_tokens: torch.Tensor) -> torch.Tensor:
-    """Fourier power of each neuron's input weights over the token axis.
+def normalised_columns(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit-norm columns of ``w`` and the column norms, both in float64, without underflow.
+
+    Long runs at a small train fraction decay most first-layer columns towards 1e-37 (float32's
+    smallest normal number is 1e-38): squaring them underflows, so a norm computed directly
+    reads 0. Casting to float64 (exact) and dividing each column by its largest entry first
+    keeps every step in range. Exactly-zero columns stay zero.
+
+    Returns
+    -------
+    w_hat, norms
+        ``w_hat`` with the shape of ``w`` and unit (or zero) columns; ``norms`` per column.
+    """
+    w64 = w.detach().to(torch.float64)
+    scale = w64.abs().amax(dim=0)
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    scaled = w64 / safe
+    inner = scaled.norm(dim=0)
+    w_hat = scaled / torch.where(inner > 0, inner, torch.ones_like(inner))
+    return w_hat, scale * inner
+
+
+def dead_neurons(norms: torch.Tensor, relative: float = DEAD_RELATIVE_NORM) -> torch.Tensor:
+    """Mask of neurons whose column norm is below ``relative`` × the layer's largest one.
+
+    With σ(z) = z² such a neuron's output is ≤ relative² of the strongest neuron's: it no
+    longer takes part in the function, and its direction is whatever the decay left.
+    """
+    return norms < relative * norms.max()
+
+
+def fourier_power(w_tokens: torch.Tensor, convention: str = "one-sided") -> torch.Tensor:
+    """Fourier power of each neuron's input weights over the token axis, in float64.
 
     Parameters
     ----------
     w_tokens
         ``(p, h)``: row ``a`` holds every neuron's weight on token ``a``.
+    convention
+        ``"one-sided"``: ``|rfft_k|²`` for k = 0..⌊p/2⌋ (a real cosine at frequency k puts
+        all its power in bin k). ``"full-dft"``: ``|fft_k|²`` for k = 0..p−1 (it puts half
+        in k and half in p − k).
 
     Returns
     -------
     torch.Tensor
-        ``(p // 2 + 1, h)``: ``|rfft_k|²`` for k = 0..⌊p/2⌋, per neuron.
+        ``(p // 2 + 1, h)`` or ``(p, h)`` float64.
     """
-    return torch.fft.rfft(w_tokens, dim=0).abs().square()
+    w = w_tokens.to(torch.float64)
+    if convention == "one-sided":
+        return torch.fft.rfft(w, dim=0).abs().square()
+    if convention == "full-dft":
+        return torch.fft.fft(w, dim=0).abs().square()
+    raise ValueError(f"unknown Fourier convention {convention!r}; expected one of {IPR_CONVENTIONS}")
 
 
 def fourier_ipr(power: torch.Tensor) -> torch.Tensor:
-    """Per-neuron inverse participation ratio Σ_k P_k² / (Σ_k P_k)² (Gromov 2023).
+    """Per-neuron inverse participation ratio Σ_k P_k² / (Σ_k P_k)², in float64.
 
-    ≈ 2/(p/2) for random weights, → 1 for a neuron tuned to a single frequency.
+    With the one-sided spectrum of :func:`fourier_power`: ≈ 2/(p/2) for random weights and 1
+    for a neuron tuned to a single frequency. With the full DFT (Gromov 2023) both numbers
+    halve: a single real frequency shares its power between k and p − k. NaN for a zero column.
     """
+    power = power.to(torch.float64)
     total = power.sum(dim=0)
-    return power.square().sum(dim=0) / total.square().clamp_min(1e-30)
+    ratio = power.square().sum(dim=0) / torch.where(total > 0, total, torch.ones_like(total)).square()
+    return torch.where(total > 0, ratio, torch.full_like(ratio, math.nan))
 
 
 def li2_energy(
-    w_in: torch.Tensor, a: torch.Tensor, b: torch.Tensor, y_centred: torch.Tensor, p: int
+    w_in: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    y: torch.Tensor,
+    p: int,
+    centring: str = "classes",
 ) -> torch.Tensor:
-    """Normalised Li₂ energy per hidden node: ½‖Ỹᵀσ(Xŵ)‖² / n with ŵ = w/‖w‖ and σ(z) = z².
+    """Normalised Li₂ energy per hidden node: ½‖Ỹᵀσ(Xŵ)‖² / n with ŵ = w/‖w‖, σ(z) = z², float64.
 
-    The form follows ``SCIENCE.md`` §5, which marks it as a recollection of Tian 2025's
-    E(w); it was not checked against the paper's text. Normalising w makes E a
-    measure of the *direction* a node has found, not of its growing norm.
+    Tian 2025 (Li₂) shows that, in the independent-feature-learning stage, each hidden node
+    performs gradient ascent on E(w) = ½‖Ỹᵀσ(Xw)‖². Normalising w (underflow-safe, see
+    :func:`normalised_columns`) makes E a measure of the *direction* a node has found, not of
+    its norm.
 
     Parameters
     ----------
     w_in
         ``(2p, h)`` input weights (rows 0..p-1 for token a, p..2p-1 for token b).
-    a, b
-        ``(n,)`` training inputs.
-    y_centred
-        ``(n, p)`` one-hot labels centred over the training samples.
+    a, b, y
+        ``(n,)`` training inputs and labels.
+    centring
+        How the one-hot labels Y are centred into Ỹ. ``"classes"``: Ỹ = onehot − 1/p, as the
+        official code's targets (``Y_train - 1.0 / group_order``). ``"samples"``: Ỹ = P⊥₁Y,
+        each class column minus its mean over the training samples, the zero-mean projection
+        in the paper's loss ½‖P⊥₁(Y − FV)‖². The two agree when every class has the same number of training
+        pairs.
     """
-    w_hat = w_in / w_in.norm(dim=0, keepdim=True).clamp_min(1e-30)
+    w_hat, _ = normalised_columns(w_in)
     act = (w_hat.index_select(0, a) + w_hat.index_select(0, b + p)).square()  # (n, h)
-    proj = y_centred.T @ act  # (p, h): the label correlation of each node's activation
-    return 0.5 * proj.square().sum(dim=0) / a.numel()
+    n = a.numel()
+    # Ỹᵀ act = onehotᵀ act − c (1ᵀ act) for Ỹ = onehot − 1 cᵀ: a scatter-add, not an n×p matmul.
+    per_class = torch.zeros(p, act.shape[1], dtype=act.dtype, device=act.device).index_add_(0, y, act)
+    if centring == "classes":
+        c = torch.full((p,), 1.0 / p, dtype=act.dtype, device=act.device)
+    elif centring == "samples":
+        c = torch.bincount(y, minlength=p).to(act.dtype) / n
+    else:
+        raise ValueError(f"unknown label centring {centring!r}; expected one of {ENERGY_CENTRINGS}")
+    proj = per_class - c[:, None] * act.sum(dim=0)[None, :]
+    return 0.5 * proj.square().sum(dim=0) / n
 
 
 def _orthogonalise(g: torch.Tensor, iters: int = 5) -> torch.Tensor:
@@ -134,9 +204,19 @@ class Muon(torch.optim.Optimizer):
 _FREQ_HELP = "k = 0..⌊p/2⌋ of the rfft over the token axis of W_a"
 
 
-def grokking_streams(p: int) -> tuple[Stream, ...]:
+@lru_cache(maxsize=16)  # Engine.step looks the streams up every step
+def grokking_streams(
+    p: int, ipr_convention: str = "one-sided", energy_centring: str = "classes"
+) -> tuple[Stream, ...]:
     """The engine's streams for modulus ``p`` (frequency axes have ⌊p/2⌋ + 1 entries)."""
     k_labels = tuple(f"k={k}" for k in range(p // 2 + 1))
+    if ipr_convention == "one-sided":
+        ipr_how = "one-sided spectrum |rfft_k|², k = 0..⌊p/2⌋ (single frequency → 1)"
+        ipr_init = f"≈ 2/(p/2) ≈ {4 / p:.3f} at init"
+    else:
+        ipr_how = "full p-point DFT |fft_k|², k = 0..p−1, Gromov's convention (single frequency → 1/2)"
+        ipr_init = f"≈ 2/p ≈ {2 / p:.3f} at init"
+    y_tilde = "onehot − 1/p (official code)" if energy_centring == "classes" else "P⊥₁·onehot (paper)"
     return (
         Stream(
             "train_accuracy",
@@ -175,10 +255,28 @@ def grokking_streams(p: int) -> tuple[Stream, ...]:
         Stream(
             "fourier_ipr",
             "scalar",
-            description="Mean over neurons of the inverse participation ratio of W_a's Fourier power.",
+            description=(
+                "Mean over live neurons of the inverse participation ratio Σ P_k²/(Σ P_k)² of "
+                f"W_a's Fourier power, {ipr_how}; float64 from unit-norm columns."
+            ),
             theory=(
-                "≈ 2/(p/2) at init; rises as each neuron tunes to one frequency "
-                "(feature emergence precedes the test-accuracy jump)."
+                f"{ipr_init}; rises as each neuron tunes to one frequency (feature emergence "
+                "precedes the test-accuracy jump). It stays near its init value when the net "
+                "only memorises."
+            ),
+        ),
+        Stream(
+            "dead_neurons",
+            "scalar",
+            units="neurons",
+            description=(
+                "Hidden neurons whose input-weight column norm is below "
+                f"{DEAD_RELATIVE_NORM:g} × the largest one; they are left out of every "
+                "per-neuron mean (IPR, key frequencies, Li₂ energy)."
+            ),
+            theory=(
+                "0 in a grokking run. Memorising with too few pairs, weight decay shrinks most "
+                "neurons towards 0 while the rest keep train accuracy at 1."
             ),
         ),
         Stream(
@@ -212,7 +310,7 @@ def grokking_streams(p: int) -> tuple[Stream, ...]:
             "vector",
             (5,),
             description=(
-                "Mean over neurons of the share of a neuron's W_a Fourier power in its "
+                "Mean over live neurons of the share of a neuron's W_a Fourier power in its "
                 "strongest, 2nd, ..., 5th frequency (which frequency differs per neuron: "
                 "see the heatmap)."
             ),
@@ -226,8 +324,14 @@ def grokking_streams(p: int) -> tuple[Stream, ...]:
         Stream(
             "li2_energy",
             "scalar",
-            description="Mean over hidden nodes of ½‖Ỹᵀσ(Xŵ)‖²/n, ŵ = w/‖w‖ (normalised Li₂ energy).",
-            theory="Li₂ stage II: each node ascends this energy; it rises after memorisation.",
+            description=(
+                f"Mean over live hidden nodes of ½‖Ỹᵀσ(Xŵ)‖²/n, ŵ = w/‖w‖, Ỹ = {y_tilde} "
+                "(normalised Li₂ energy, float64)."
+            ),
+            theory=(
+                "Li₂ stage II: each node ascends this energy. Not a generalisation signal: it "
+                "rises in a run that only memorises too. Test accuracy is the signal."
+            ),
         ),
     )
 
@@ -271,6 +375,28 @@ class GrokkingEngine(Engine):
                 ),
             ),
             Param(
+                "ipr_convention",
+                "str",
+                "one-sided",
+                choices=IPR_CONVENTIONS,
+                help=(
+                    "Fourier IPR spectrum: one-sided rfft with the DC term (a single-frequency "
+                    "neuron scores 1) or the full p-point DFT of Gromov 2023 (it scores 1/2; "
+                    "every IPR is about half the one-sided one)."
+                ),
+            ),
+            Param(
+                "energy_centring",
+                "str",
+                "classes",
+                choices=ENERGY_CENTRINGS,
+                help=(
+                    "Label centring Ỹ in the Li₂ energy: classes (onehot − 1/p, the official "
+                    "code's targets) or samples (onehot minus its mean over the training pairs, "
+                    "the paper's zero-mean projection); equal on class-balanced data."
+                ),
+            ),
+            Param(
                 "optimizer",
                 "str",
                 "adam",
@@ -291,7 +417,8 @@ class GrokkingEngine(Engine):
     )
 
     def declared_streams(self) -> tuple[Stream, ...]:
-        return grokking_streams(self.params["p"])
+        p = self.params
+        return grokking_streams(p["p"], p["ipr_convention"], p["energy_centring"])
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -305,8 +432,9 @@ class GrokkingEngine(Engine):
         y_all = (a_all + b_all) % p
         self._a, self._b, self._y = (t[:n_train].to(dev) for t in (a_all, b_all, y_all))
         self._ta, self._tb, self._ty = (t[n_train:].to(dev) for t in (a_all, b_all, y_all))
-        onehot = F.one_hot(self._y, p).float()
-        self._y_centred = onehot - onehot.mean(dim=0, keepdim=True)
+        # The probes work in float64, which MPS lacks: there they run on the CPU.
+        self._probe_device = "cpu" if str(dev).startswith("mps") else dev
+        self._probe_data = tuple(t.to(self._probe_device) for t in (self._a, self._b, self._y))
 
         # Default nn.Linear init on the concatenated one-hot input (fan_in = 2p), as in the
         # recipe; the global RNG was seeded by the base class. Stored transposed, (2p, h),
@@ -319,6 +447,7 @@ class GrokkingEngine(Engine):
         self._const = torch.tensor([self.params["train_fraction"], critical_fraction(p)], dtype=torch.float32)
         self.phases: dict[str, int] = {}
         self._ipr0: float | None = None
+        self._dead_warned = False
 
     def _forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         p = self.params["p"]
@@ -363,7 +492,7 @@ class GrokkingEngine(Engine):
                 out.update(self._fourier_probe())
         if self.due("energy", step):
             with self.timed("energy"), torch.no_grad():
-                out["li2_energy"] = li2_energy(self.w_in, self._a, self._b, self._y_centred, p).mean()
+                out["li2_energy"] = self._energy_probe()
 
         logits = self._forward(self._a, self._b)
         loss = F.cross_entropy(logits, self._y)
@@ -401,19 +530,44 @@ class GrokkingEngine(Engine):
             )
         return out
 
+    def _live_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit-norm float64 columns of W_in on the probe device, and the mask of live neurons."""
+        w_hat, norms = normalised_columns(self.w_in.detach().to(self._probe_device))
+        return w_hat, ~dead_neurons(norms)
+
+    def _energy_probe(self) -> torch.Tensor:
+        _, live = self._live_weights()
+        a, b, y = self._probe_data
+        energy = li2_energy(
+            self.w_in.detach().to(self._probe_device),
+            a,
+            b,
+            y,
+            self.params["p"],
+            self.params["energy_centring"],
+        )
+        return energy[live].mean()  # NaN once every neuron has died
+
     def _fourier_probe(self) -> dict[str, Any]:
         p = self.params["p"]
-        power = fourier_power(self.w_in[:p])  # (p//2+1, h)
-        ipr = fourier_ipr(power).mean()
-        per_freq = power.sum(dim=1)
-        shares = power / power.sum(dim=0, keepdim=True).clamp_min(1e-30)
-        top = torch.topk(shares, 5, dim=0)  # (5, h): each neuron's own strongest frequencies
+        w_hat, live = self._live_weights()
+        # Spectra of the unit columns (restricted to W_a), in float64: a neuron decayed to
+        # 1e-30 still has a well-defined direction, and its power no longer underflows.
+        unit = fourier_power(w_hat[:p])  # (p//2+1, h), one-sided: the heatmap's and shares' axis
+        power = unit if self.params["ipr_convention"] == "one-sided" else fourier_power(w_hat[:p], "full-dft")
+        ipr = fourier_ipr(power)[live].mean()
+        per_freq = fourier_power(self.w_in.detach()[:p].to(self._probe_device)).sum(dim=1)
+        total = unit.sum(dim=0, keepdim=True)
+        shares = unit / torch.where(total > 0, total, torch.ones_like(total))
+        top = torch.topk(shares[:, live], 5, dim=0)  # (5, live): each neuron's own strongest frequencies
         cols = shares[:, :HEATMAP_NEURONS]
+        dead = live.numel() - int(live.sum())  # one host sync, beside float(ipr)'s
+        self._warn_dead(dead, live.numel())
         ipr_value = float(ipr)
         if self._ipr0 is None:
             self._ipr0 = ipr_value
         # The most common dominant frequencies, for the event's text.
-        counts = torch.bincount(top.indices[0], minlength=power.shape[0])
+        counts = torch.bincount(top.indices[0], minlength=unit.shape[0])
         key = [int(k) for k in torch.topk(counts, 5).indices.cpu()]
         self._detect(
             self.step_count,
@@ -425,10 +579,26 @@ class GrokkingEngine(Engine):
         )
         return {
             "fourier_ipr": ipr,
+            "dead_neurons": float(dead),
             "frequency_power": per_freq,
             "fourier_power": cols,
             "key_frequencies": top.values.mean(dim=1),
         }
+
+    def _warn_dead(self, dead: int, width: int) -> None:
+        """One ``warning`` event the first time most of the hidden layer has died."""
+        if dead > width // 2 and not self._dead_warned:
+            self._dead_warned = True
+            self.emit(
+                "warning",
+                message=(
+                    f"{dead} of {width} hidden neurons have died (input-weight norm below "
+                    f"{DEAD_RELATIVE_NORM:g} of the largest): weight decay is shrinking the "
+                    "unused ones; per-neuron means now cover the live ones only"
+                ),
+                dead_neurons=dead,
+                width=width,
+            )
 
     def _detect(self, step: int, phase: str, reached: bool, **detail: Any) -> None:
         """Emit a ``phase`` event the first time ``reached`` holds."""

@@ -172,8 +172,7 @@ def test_presets_load(name: str) -> None:
 
     preset = load(name)
     assert preset.engine == "attention-svm"
-    # W stops at the float64 underflow (~step 940), so its preset ends soon after.
-    assert preset.steps == (1200 if name == "attention-svm" else 2000)
+    assert preset.steps == (3000 if name == "attention-svm" else 2000)
 
 
 def test_margin_directions_axes_named() -> None:
@@ -181,17 +180,48 @@ def test_margin_directions_axes_named() -> None:
     assert stream.cols == ("SVM margin", "current margin")
 
 
-def test_underflow_reported_once() -> None:
-    """The loss gradient sinks below the eps regulariser's near step 940: one info event."""
+def test_w_gradient_direction_is_the_exact_gradient() -> None:
+    """Where float64 autograd is still accurate, the log-space pair formula agrees with it."""
+    from dynlab.engines.attention_svm import w_gradient_direction
+
+    for seed in range(4):
+        e = AttentionSVM({"n": 4, "T": 5, "d": 6, "init_std": 0.5}, seed=seed)
+        e.start()
+        loss, W, _, _ = e._forward()
+        (grad,) = torch.autograd.grad(loss, e.weights)
+        direction, log10_norm = w_gradient_direction(e.X, e.Z, e.Y, e.v, W.detach())
+        assert float(direction.norm()) == pytest.approx(1.0, abs=1e-14)
+        np.testing.assert_allclose((direction * 10**log10_norm).numpy(), grad.numpy(), rtol=1e-10, atol=1e-15)
+
+
+def test_w_runs_past_float64_saturation_and_kq_reports_its_underflow() -> None:
+    """W: one info event when the softmax tail drops below eps (seed 0: step ~1170), and the
+    steps go on; the eps penalty is not part of W runs. (K, Q): the official eps penalty and
+    its underflow event (seed 0: step ~190)."""
     torch.set_num_threads(1)
-    e = AttentionSVM({"parameterization": "W", "lr": 0.1}, seed=0)
-    infos = []
-    for _ in range(1000):
-        e.step()
+    e = AttentionSVM({"parameterization": "W"}, seed=0, probes={"svm": 10**6})
+    infos, grads, norms = [], [], []
+    for f in e.frames(1300):
         infos += [ev for ev in e.pop_events() if ev.kind == "info"]
-    assert len(infos) == 1
-    assert "gradient underflowed" in infos[0].payload["message"]
-    assert 800 < infos[0].step < 1000
+        grads.append(float(f.data["grad_log10"]))
+        norms.append(float(f.data["weight_norm"]))
+    assert len(infos) == 1 and "saturated" in infos[0].payload["message"]
+    assert 1000 < infos[0].step < 1300
+    assert grads[-1] < grads[1000] - 1.0  # 10x smaller, and still steering...
+    assert norms[-1] - norms[1000] == pytest.approx(0.1 * 299, rel=0.05)  # ...steps of length lr
+    # weight_decay belongs to the (K, Q) runs: W runs are identical with or without it.
+    a = AttentionSVM({"weight_decay": 1e-2}, seed=4, probes={"svm": 10**6})
+    b = AttentionSVM({"weight_decay": 0.0}, seed=4, probes={"svm": 10**6})
+    list(a.frames(20)), list(b.frames(20))
+    assert torch.equal(a.attention_matrix(), b.attention_matrix())
+
+    kq = AttentionSVM({"parameterization": "KQ"}, seed=0, probes={"svm": 10**6})
+    assert "grad_log10" not in {s.name for s in kq.streams}
+    infos = []
+    for _ in range(400):
+        kq.step()
+        infos += [ev for ev in kq.pop_events() if ev.kind == "info"]
+    assert len(infos) == 1 and "gradient underflowed" in infos[0].payload["message"]
 
 
 # ------------------------------------------------------------------------------ science
@@ -213,18 +243,29 @@ def train(parameterization: str, seed: int, weight_decay: float | None = None) -
 
 
 @pytest.mark.slow
-def test_w_parameterisation_converges_to_the_frobenius_svm() -> None:
-    for seed in SEEDS:
-        out = train("W", seed)
-        e, f = out["engine"], out["frame"]
-        sel = selected_tokens(f.data["attention"])
-        fro = solve_att_svm(e._X_np, e._Z_np, sel, "fro")
-        c_final = float(f.data["svm_correlation"][0])
-        assert c_final >= 0.99, (seed, c_final)
-        assert c_final > float(f.data["svm_correlation"][1])  # Frobenius, not nuclear
-        # Monotone in the long run: corr at 2000 >= corr at 500 - 1e-3 (same SVM, the final ids).
-        assert correlation(out["W2000"], fro) == pytest.approx(c_final, abs=1e-9)
-        assert correlation(out["W2000"], fro) >= correlation(out["W500"], fro) - 1e-3
+def test_w_keeps_converging_to_its_frobenius_svm_over_ten_seeds() -> None:
+    """No regulariser, 3000 normalised steps, 10 seeds (about 50 s): corr(W, W^mm_F) of the
+    final selection >= 0.99 and still rising at 1000 -> 2000 -> 3000 (measured 0.9989-0.9996
+    at 3000), and no sequence changes its selected token after step 500 (last change at
+    step <= 321). Before the log-space gradient the direction froze once float64 lost the
+    gradient (with the eps term) or drifted to 0.76-0.95 with a late switch (without)."""
+    torch.set_num_threads(1)
+    for seed in range(10):
+        e = AttentionSVM({"parameterization": "W"}, seed=seed, probes={"svm": 1000})
+        selections, snapshots = [], {}
+        for _ in range(3001):
+            if e.step_count in (1000, 2000, 3000):  # frame t describes the model after t updates
+                snapshots[e.step_count] = e.attention_matrix().detach().numpy().copy()
+            f = e.step()
+            selections.append(selected_tokens(f.data["attention"]))
+        final = selections[-1]
+        late = [t for t in range(500, 3001) if not np.array_equal(selections[t], final)]
+        assert not late, (seed, late[:5])
+        fro = solve_att_svm(e._X_np, e._Z_np, final, "fro")
+        corr = [correlation(snapshots[t], fro) for t in (1000, 2000, 3000)]
+        assert corr[2] >= 0.99 and corr[0] < corr[1] < corr[2], (seed, corr)
+        assert float(f.data["svm_correlation"][0]) == pytest.approx(corr[2], abs=1e-9)
+        assert corr[2] > float(f.data["svm_correlation"][1])  # Frobenius, not nuclear
         assert float(f.data["selected_attention"]) >= 0.999
         assert f.data["svm_rank"][0] <= 6
         check_margin_opened(f)

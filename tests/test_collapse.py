@@ -124,6 +124,62 @@ def test_ncc_mismatch_counts_disagreements():
     assert nc_metrics(H, y, W)["nc4"] == 0.5
 
 
+def _papyan_reference(H, y, W, C):
+    """Plain-numpy NC metrics written straight from Papyan, Han & Donoho's definitions.
+
+    Loops over classes on purpose (no shared helper with the probe): μ_G is the mean of the
+    class means, Σ_W pools all N samples, Σ_B averages over the C classes, equinorm uses the
+    sample standard deviation (``statistics.stdev``, i.e. ddof 1, as ``torch.std``).
+    """
+    import statistics
+
+    N, d = H.shape
+    mus = [H[y == c].mean(axis=0) for c in range(C)]
+    mu_g = sum(mus) / C
+    sw = np.zeros((d, d))
+    for i in range(N):
+        r = H[i] - mus[y[i]]
+        sw += np.outer(r, r)
+    sw /= N
+    sb = sum(np.outer(m - mu_g, m - mu_g) for m in mus) / C
+    # Σ_B has rank C − 1: invert it on its top C − 1 eigen-directions only.
+    evals, evecs = np.linalg.eigh(sb)
+    top = evecs[:, -(C - 1) :]
+    sb_pinv = top @ np.diag(1.0 / evals[-(C - 1) :]) @ top.T
+    centred = np.array([m - mu_g for m in mus])
+    mean_norms = [float(np.sqrt(np.sum(m**2))) for m in centred]
+    w_norms = [float(np.sqrt(np.sum(w**2))) for w in W]
+    Mn = centred / np.sqrt(np.sum(centred**2))
+    Wn = W / np.sqrt(np.sum(W**2))
+    return {
+        "nc1": float(np.trace(sw @ sb_pinv) / C),
+        "nc1_trace_ratio": float(np.trace(sw) / np.trace(sb)),
+        "equinorm_means": statistics.stdev(mean_norms) / statistics.mean(mean_norms),
+        "equinorm_weights": statistics.stdev(w_norms) / statistics.mean(w_norms),
+        "nc3": float(np.sum((Wn - Mn) ** 2)),
+    }
+
+
+@pytest.mark.parametrize("C", [4, 10])
+def test_metrics_on_imbalanced_classes_match_an_independent_implementation(C):
+    """Class sizes 5..60: the sample mean and the mean of class means differ, and so would
+    NC1 and NC3 under the wrong convention; ddof 0 would read equinorm 5-13 % low."""
+    rng = np.random.default_rng(11)
+    d = 12
+    sizes = np.linspace(5, 60, C).astype(int)
+    y = np.repeat(np.arange(C), sizes)
+    centres = 2.0 * rng.normal(size=(C, d))
+    H = centres[y] + 0.7 * rng.normal(size=(y.size, d)) + 3.0  # an offset: μ_G matters
+    W = centres + 0.5 * rng.normal(size=(C, d))
+    ref = _papyan_reference(H, y, W, C)
+    got = nc_metrics(H, y, W)
+    for key, value in ref.items():
+        assert got[key] == pytest.approx(value, rel=1e-9), key
+    mu, g = class_means(H, y, C)
+    np.testing.assert_allclose(g, mu.mean(axis=0), rtol=1e-12)
+    assert np.abs(g - H.mean(axis=0)).max() > 0.05  # the imbalance is real
+
+
 def test_geometry_3d_is_exact_for_four_classes():
     E = simplex_etf(4, dim=16, scale=2.0) @ _rotation(16, 5)
     g = geometry_3d(E, 0.1 * E)

@@ -18,6 +18,7 @@ from dynlab.engines.probes.equivariance import (
     C4,
     frame_average,
     layer_errors,
+    mean_abs_lie_derivative,
     point_cloud_error,
     random_orthogonal,
     relative_lie_derivative,
@@ -153,6 +154,45 @@ def test_lie_derivative_vanishes_only_for_the_frame_averaged_model() -> None:
     assert relative_lie_derivative(f, X, A, equivariant=True) <= 1e-12
 
 
+def _finite_difference_lie(g, X, A, *, equivariant: bool, h: float = 1e-5) -> torch.Tensor:
+    """Central difference of t ↦ ρ_out(−t) g(exp(tA)·X) at t = 0 (float64, error ~h²)."""
+
+    def path(t: float) -> torch.Tensor:
+        R = torch.linalg.matrix_exp(t * A)
+        y = g(X @ R.T)
+        return y @ torch.linalg.matrix_exp(-t * A).T if equivariant else y
+
+    with torch.no_grad():
+        return (path(h) - path(-h)) / (2 * h)
+
+
+def test_both_lie_derivative_conventions_match_finite_differences() -> None:
+    """Relative E‖L f‖/E‖f‖ and Gruver et al.'s mean |L softmax(f)|, each against a direct
+    finite difference; the two answer different questions and differ in size."""
+    torch.manual_seed(0)
+    X, A = _clouds(), rotation_generator(2)
+    vector = CloudMLP(32).double()  # 3-vector output, compared as an equivariant vector
+    logits = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16 * 3, 5)).double()  # 5 classes
+    with torch.no_grad():
+        fd = _finite_difference_lie(vector, X, A, equivariant=True)
+        rel = fd.reshape(len(X), -1).norm(dim=1).mean() / vector(X).reshape(len(X), -1).norm(dim=1).mean()
+        probs = lambda Z: torch.softmax(logits(Z), dim=-1)  # noqa: E731
+        fd_probs = _finite_difference_lie(probs, X, A, equivariant=False)
+        fd_logits = _finite_difference_lie(logits, X, A, equivariant=False)
+    got_rel = relative_lie_derivative(vector, X, A, equivariant=True)
+    assert got_rel == pytest.approx(float(rel), rel=1e-7)
+    got_abs = mean_abs_lie_derivative(vector, X, A, equivariant=True)
+    assert got_abs == pytest.approx(float(fd.abs().mean()), rel=1e-7)
+    got_probs = mean_abs_lie_derivative(logits, X, A, equivariant=False, softmax=True)
+    assert got_probs == pytest.approx(float(fd_probs.abs().mean()), rel=1e-7)
+    assert mean_abs_lie_derivative(logits, X, A, equivariant=False) == pytest.approx(
+        float(fd_logits.abs().mean()), rel=1e-7
+    )
+    assert got_probs < 0.5 * float(fd_logits.abs().mean())  # softmax squashes: not interchangeable
+    with pytest.raises(ValueError, match="softmax"):
+        mean_abs_lie_derivative(logits, X, A, equivariant=True, softmax=True)
+
+
 def test_degenerate_covariance_breaks_frame_averaging() -> None:
     """The honest failure: with two equal eigenvalues the PCA frame is not unique."""
     gen = torch.Generator().manual_seed(3)
@@ -182,6 +222,8 @@ def test_frames_engine_streams() -> None:
     assert last["degenerate_output_equivariance_error"] > 1e-3
     mlp_lee, fa_lee = last["lie_derivative"]
     assert fa_lee <= 1e-10 and mlp_lee >= 0.1
+    mlp_abs, fa_abs = last["lie_derivative_abs"]  # Gruver et al.'s unnormalised mean |L f|
+    assert fa_abs <= 1e-10 and mlp_abs > 1e-3
     assert last["train_loss"].shape == (2,)
 
 
