@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from dynlab.engines.base import Engine
+from dynlab.engines.data import digits_standardized
 from dynlab.engines.probes.hessian import HessianOperator, count_outliers
 from dynlab.engines.spec import EngineSpec, Param, SpecError, Stream
 
@@ -215,17 +216,6 @@ class HessianOutliers(Engine):
 
 
 # =============================================================================== EoS
-def _digits(n: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = np.asarray(data.data[:n], dtype=np.float64)
-    std = x.std(axis=0)
-    x = (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)  # constant pixels stay 0
-    y = np.eye(10)[data.target[:n]]
-    return torch.tensor(x, device=device), torch.tensor(y, device=device)
-
-
 class EdgeOfStability(Engine):
     """Full-batch GD on digits: progressive sharpening, then λ_max pinned at 2/η."""
 
@@ -309,15 +299,10 @@ class EdgeOfStability(Engine):
 
     def setup(self) -> None:
         p = self.params
-        self.x, self.y = _digits(p["n_samples"], self.device)
+        self.x, self.y = digits_standardized(p["n_samples"], self.device)
         self.x32, self.y32 = self.x.float(), self.y.float()
         self.model = tanh_mlp([64, p["hidden"], p["hidden"], 10]).to(self.device)
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=p["lr"], momentum=p["momentum"])
-
-    def on_set(self, name: str, new: Any, old: Any) -> None:
-        if name in ("lr", "momentum"):
-            for group in self.opt.param_groups:
-                group[name] = new
+        self.optimizers = [torch.optim.SGD(self.model.parameters(), lr=p["lr"], momentum=p["momentum"])]
 
     def threshold(self) -> float:
         """(2 + 2β)/η, the stability threshold of (heavy-ball) GD."""
@@ -346,10 +331,11 @@ class EdgeOfStability(Engine):
                 with self.timed("density"):
                     out["hessian_density"] = op.density(2, 40, seed=step).histogram
             del op
-        self.opt.zero_grad(set_to_none=True)
+        (opt,) = self.optimizers
+        opt.zero_grad(set_to_none=True)
         loss = half_sse(self.model(self.x32), self.y32)
         loss.backward()
-        self.opt.step()
+        opt.step()
         out["train_loss"] = loss.detach()
         return out
 
