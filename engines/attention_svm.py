@@ -11,7 +11,8 @@ tokens and queries, normalised GD with lr 0.1, float64.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -299,7 +300,7 @@ class AttentionSVM(Engine):
                     w.sub_(lr * g / gn)
         return frame
 
-    def _check_underflow(self, loss_grads: list[torch.Tensor]) -> None:
+    def _check_underflow(self, loss_grads: Sequence[torch.Tensor]) -> None:
         """Emit one ``info`` event when the loss gradient stops steering the direction.
 
         Once the softmax saturates, the loss gradient decays like exp(-margin * ||W||); in
@@ -310,7 +311,7 @@ class AttentionSVM(Engine):
         if self._underflow_reported:
             return
         wd = self.params["weight_decay"]
-        loss_norm = float(torch.sqrt(sum((g * g).sum() for g in loss_grads)))
+        loss_norm = math.sqrt(float(sum((g * g).sum() for g in loss_grads)))
         reg_norm = 2.0 * wd * float(torch.sqrt(sum((w.detach() ** 2).sum() for w in self.weights)))
         if loss_norm == 0.0 or loss_norm <= reg_norm:
             self._underflow_reported = True

@@ -151,6 +151,8 @@ class _CollapseEngine(Engine):
     No ``spec`` here, so this base is not registered as an engine.
     """
 
+    _y_np: np.ndarray  # every sample's class, set by the subclass's setup
+
     def declared_streams(self) -> tuple[Stream, ...]:
         return collapse_streams(self.params["num_classes"]) + self._extra_streams()
 

@@ -256,6 +256,7 @@ class EffectiveStepEngine(Engine):
         wd = p["weight_decay"]
         if kind == "sgd":
             return torch.optim.SGD(params, lr=p["lr"], momentum=0.0, weight_decay=wd)
+        opt: torch.optim.Optimizer
         if kind == "sgdm":
             opt = torch.optim.SGD(params, lr=p["lr"], momentum=p["momentum"], weight_decay=wd)
         elif kind == "sgdp":
@@ -334,10 +335,12 @@ class EffectiveStepEngine(Engine):
             loss = nn.functional.cross_entropy(model(x), y)
             loss.backward()
             w1 = _linear(model, 0).weight
+            g1 = w1.grad
+            assert g1 is not None  # W1 is in the loss
             with torch.no_grad():
                 before = w1.detach().clone()
                 norm = before.norm()
-                cos = (before * w1.grad).sum() / (norm * w1.grad.norm()).clamp_min(1e-30)
+                cos = (before * g1).sum() / (norm * g1.norm()).clamp_min(1e-30)
                 opt.step()
                 # Chord between unit vectors, turned into an angle (acos loses precision near 0).
                 chord = (w1 / w1.norm() - before / norm).norm()

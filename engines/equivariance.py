@@ -170,7 +170,7 @@ _LAYER_LABELS = {
 }
 
 
-def make_image_model(kind: str, channels: int = 8) -> nn.Module:
+def make_image_model(kind: str, channels: int = 8) -> PlainCNN | C4GCNN | GroupAveraged:
     """The model named by the ``model`` hyperparameter (plain, regularized, gcnn, averaged)."""
     if kind in ("plain", "regularized"):
         return PlainCNN(channels)

@@ -14,7 +14,7 @@ The probes themselves live in :mod:`engines.probes.hessian`.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -179,6 +179,7 @@ class HessianOutliers(Engine):
         x = means[labels] + p["noise"] * torch.randn(c * n_c, d, generator=gen, dtype=f64)
         self.x = x.to(self.device)
         self.labels = labels.to(self.device)
+        self.loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
         if p["loss"] == "mse":
             self.targets = nn.functional.one_hot(labels, c).to(f64).to(self.device)
             self.loss_fn = half_sse
@@ -210,6 +211,7 @@ class HessianOutliers(Engine):
         with torch.no_grad():
             lr = self.params["lr"]
             for prm in self.model.parameters():
+                assert prm.grad is not None  # every weight is in the loss
                 prm.add_(prm.grad, alpha=-lr)
         out["train_loss"] = loss.detach()
         return out
@@ -441,6 +443,7 @@ class SgdStability(Engine):
             obj.backward()
             with torch.no_grad():
                 for prm in m.parameters():
+                    assert prm.grad is not None  # every weight is in the loss
                     prm.add_(prm.grad, alpha=-lr)
             losses.append(full.detach())
         out["train_loss"] = torch.stack(losses)
