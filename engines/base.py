@@ -111,7 +111,8 @@ class Engine(ABC):
         """Do update number ``step`` and return ``{stream: value}`` measured at ``step``.
 
         Streams measured at a slower cadence are simply left out. Values may be
-        numpy arrays, Python numbers or 0-d tensors already moved to the CPU.
+        numpy arrays, Python numbers or tensors on the engine's device: leave them there,
+        :meth:`step` copies all of a step's tensors to the host at once.
         """
 
     def on_set(self, name: str, new: Any, old: Any) -> None:
@@ -242,7 +243,7 @@ def to_numpy(values: Mapping[str, Any]) -> dict[str, np.ndarray]:
     tensor. Numbers and numpy arrays pass through ``np.asarray``.
     """
     out: dict[str, np.ndarray] = {}
-    by_device: dict[Any, list[tuple[str, Any]]] = {}
+    by_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
     for name, value in values.items():
         if hasattr(value, "detach"):  # a torch tensor (engines import torch; this module need not)
             by_device.setdefault(value.device, []).append((name, value.detach()))

@@ -230,6 +230,30 @@ def test_snapshots_at_or_before():
 
 
 # ------------------------------------------------------------------------------- lines
+def test_one_snapshot_store_serves_every_per_step_view(qtbot):
+    from dynlab.views import HeatmapView, HistogramView, PointsView2D, WaterfallView
+    from dynlab.views.buffers import SnapshotStore, SnapshotViewMixin
+
+    store = SnapshotStore()
+    store.append("", "err", 5, np.ones((3, 4)))
+    store.append("b", "err", 2, np.zeros((3, 4)))
+    store.append("", "err", 9, 2 * np.ones((3, 4)))
+    assert store.at("", "err", 7)[0] == 5 and store.at("", "err", None)[0] == 9
+    assert store.at("", "err", 1) is None and store.at("", "nope", None) is None
+    assert [k for k, _ in store.items()] == [("", "err"), ("b", "err")]
+    assert len(store.get("", "err")) == 2
+    store.clear()
+    assert store.get("", "err") is None
+    for cls in (HeatmapView, HistogramView, WaterfallView, PointsView2D):
+        assert issubclass(cls, SnapshotViewMixin)
+        assert "_append" not in cls.__dict__  # no private copy of the store's bookkeeping
+    v = show(qtbot, make_view(ViewSpec("E", ("err",)), STREAMS))
+    v.push(frames("err", [1, 4], [np.ones((3, 4)), 2 * np.ones((3, 4))]))
+    assert isinstance(v.snaps, SnapshotStore) and len(v.snaps.get("", "err")) == 2
+    v.clear()
+    assert v.snaps.get("", "err") is None
+
+
 def test_lines_draw_where_the_data_lies(qtbot):
     v = make_view(ViewSpec("Loss", ("train_loss",)), STREAMS)
     v.push(frames("train_loss", range(100, 201), np.linspace(1, 2, 101)))
