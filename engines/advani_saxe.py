@@ -203,6 +203,7 @@ class GeneralizationDynamics(Engine):
         self.t0 = self.step_count
 
     def on_set(self, name: str, new: Any, old: Any) -> None:
+        super().on_set(name, new, old)
         if name == "sample_ratio":
             self._draw_data()
             self.emit(

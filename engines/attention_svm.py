@@ -494,6 +494,7 @@ class AttentionSVM(Engine):
 
     # ----------------------------------------------------------------- live changes
     def on_set(self, name: str, new: Any, old: Any) -> None:
+        super().on_set(name, new, old)
         if name == "data_seed":
             self._draw_data()  # also clears the SVM cache: solutions belong to the data
             self._underflow_reported = False  # new data, new loss: the gradient is alive again

@@ -14,13 +14,18 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from dynlab.engines.spec import EngineSpec, Event, Frame, SpecError, Stream
 
+if TYPE_CHECKING:
+    import torch
+
 _REGISTRY: dict[str, type[Engine]] = {}
+#: Modules of ``dynlab.engines`` that hold no engine; ``registry()`` does not import them.
+SUPPORT_MODULES = frozenset({"spec", "base", "optim", "data", "state"})
 #: Engine modules that failed to import, with the error (shown by ``get_engine``).
 IMPORT_ERRORS: dict[str, str] = {}
 
@@ -38,9 +43,14 @@ class Engine(ABC):
     """Base class of every engine.
 
     Subclasses set ``spec`` and implement :meth:`setup` and :meth:`train_step`; they
-    override :meth:`on_set` when a live change needs more than a new value in
-    ``self.params`` (e.g. pushing a learning rate into an optimizer), and
-    :attr:`streams` when labels or shapes depend on hyperparameters.
+    override :meth:`declared_streams` when labels or shapes depend on hyperparameters.
+
+    Optimizers live in ``self.optimizers`` (a list, filled by :meth:`setup`; empty for
+    engines that update their weights by hand). A live change of a hyperparameter is
+    pushed into every optimizer param group that has a key of the same name (``lr``,
+    ``momentum``, ``weight_decay``...) by the default :meth:`on_set`; an engine that must
+    do more (re-draw data, refuse a value, swap an optimizer) overrides it and calls
+    ``super().on_set``.
 
     Parameters
     ----------
@@ -85,6 +95,7 @@ class Engine(ABC):
             if int(every) < 1:
                 raise SpecError(f"probe {name!r}: cadence must be >= 1 step, got {every}")
             self.cadence[name] = int(every)
+        self.optimizers: list[torch.optim.Optimizer] = []
         self.step_count = 0
         self._events: list[Event] = []
         self._probe_seconds: dict[str, float] = {}
@@ -100,11 +111,21 @@ class Engine(ABC):
         """Do update number ``step`` and return ``{stream: value}`` measured at ``step``.
 
         Streams measured at a slower cadence are simply left out. Values may be
-        numpy arrays, Python numbers or 0-d tensors already moved to the CPU.
+        numpy arrays, Python numbers or tensors on the engine's device: leave them there,
+        :meth:`step` copies all of a step's tensors to the host at once.
         """
 
-    def on_set(self, name: str, new: Any, old: Any) -> None:  # noqa: B027 - optional hook
-        """React to a live change (``self.params`` already holds ``new``). Raise to refuse."""
+    def on_set(self, name: str, new: Any, old: Any) -> None:
+        """React to a live change (``self.params`` already holds ``new``). Raise to refuse.
+
+        The default pushes ``new`` into every param group of ``self.optimizers`` that has
+        a key called ``name``; optimizers read their groups at each step, so the change
+        applies from the next update on.
+        """
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                if name in group:
+                    group[name] = new
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources. Called once when the run ends."""
@@ -157,12 +178,11 @@ class Engine(ABC):
         self.start()
         t = self.step_count
         raw = self.train_step(t)
-        data: dict[str, np.ndarray] = {}
         streams = {s.name: s for s in self.streams}
-        for name, value in raw.items():
+        for name in raw:
             if name not in streams:
                 raise SpecError(f"engine {self.spec.name!r} emitted undeclared stream {name!r}")
-            data[name] = streams[name].check(_to_numpy(value))
+        data = {name: streams[name].check(value) for name, value in to_numpy(raw).items()}
         if self._probe_seconds:
             names = self._cost_stream()[0].labels
             data["probe_seconds"] = np.array(
@@ -213,10 +233,38 @@ class Engine(ABC):
         )
 
 
-def _to_numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor; .cpu() is the sync, done once here
-        value = value.detach().cpu().numpy()
-    return np.asarray(value)
+def to_numpy(values: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """One step's values as numpy arrays, with one device-to-host copy per device.
+
+    A ``.cpu()`` per tensor would wait for the device once per stream. Instead the
+    tensors of each device are flattened to bytes and concatenated on that device (no
+    wait), copied to the host once (the one wait), and cut back into arrays of their own
+    dtype and shape. The arrays are views of that fresh host buffer, never of a live
+    tensor. Numbers and numpy arrays pass through ``np.asarray``.
+    """
+    out: dict[str, np.ndarray] = {}
+    by_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
+    for name, value in values.items():
+        if hasattr(value, "detach"):  # a torch tensor (engines import torch; this module need not)
+            by_device.setdefault(value.device, []).append((name, value.detach()))
+        else:
+            out[name] = np.asarray(value)
+    if not by_device:
+        return out
+    import torch
+
+    for tensors in by_device.values():
+        # Largest elements first: every chunk then starts at a multiple of its element
+        # size, so the host bytes can be viewed back as its dtype without a copy.
+        tensors.sort(key=lambda nt: -nt[1].element_size())
+        chunks = [t.reshape(-1).view(torch.uint8) for _, t in tensors]
+        host = torch.cat(chunks).cpu()
+        offset = 0
+        for (name, t), chunk in zip(tensors, chunks):
+            n = chunk.numel()
+            out[name] = host[offset : offset + n].view(t.dtype).reshape(t.shape).numpy()
+            offset += n
+    return {name: out[name] for name in values}  # the engine's order
 
 
 def resolve_device(pref: str = "auto") -> str:
@@ -252,9 +300,8 @@ def registry() -> dict[str, type[Engine]]:
 
     import dynlab.engines
 
-    skip = {"spec", "base", "optim", "data"}
     for mod in pkgutil.iter_modules(dynlab.engines.__path__):
-        if mod.name not in skip and not mod.name.startswith("_") and not mod.ispkg:
+        if mod.name not in SUPPORT_MODULES and not mod.name.startswith("_") and not mod.ispkg:
             try:
                 importlib.import_module(f"dynlab.engines.{mod.name}")
             except Exception as exc:  # one broken engine must not hide the others

@@ -19,18 +19,11 @@ import torch
 from torch import nn
 
 from dynlab.engines.base import Engine
+from dynlab.engines.data import Minibatches, digits_scaled
 from dynlab.engines.probes.coherence import model_m_coherence
 from dynlab.engines.spec import EngineSpec, Param, Stream
 
 _LABELS = ("real", "random")
-
-
-def load_digits_tensors() -> tuple[torch.Tensor, torch.Tensor]:
-    """sklearn digits (1797 × 64, pixel values scaled to [0, 1]) and labels."""
-    from sklearn.datasets import load_digits  # bundled with sklearn: no download
-
-    d = load_digits()
-    return torch.tensor(d.data / 16.0, dtype=torch.float32), torch.tensor(d.target, dtype=torch.long)
 
 
 def make_mlp(width: int) -> nn.Sequential:
@@ -102,8 +95,7 @@ class GradientCoherence(Engine):
 
     def setup(self) -> None:
         gen = torch.Generator().manual_seed(self.seed)
-        self._gen = gen
-        x, y = load_digits_tensors()
+        x, y = digits_scaled()
         y_rand = y[torch.randperm(len(y), generator=gen)]
         dev = self.device
         self.x = x.to(dev)
@@ -111,28 +103,14 @@ class GradientCoherence(Engine):
         m = min(self.params["coherence_samples"], len(x))
         self.subset = torch.randperm(len(x), generator=gen)[:m].to(dev)
         base = make_mlp(self.params["width"])
-        self.models = []
+        self.models: list[nn.Module] = []
         for _ in _LABELS:
             model = make_mlp(self.params["width"]).to(dev)
             model.load_state_dict(base.state_dict())  # identical start: only the labels differ
             self.models.append(model)
-        self.opts = [torch.optim.SGD(mdl.parameters(), lr=self.params["lr"]) for mdl in self.models]
-        self._order = torch.empty(0, dtype=torch.long)
-        self._pos = 0
-
-    def on_set(self, name: str, new: Any, old: Any) -> None:
-        if name == "lr":
-            for opt in self.opts:
-                for group in opt.param_groups:
-                    group["lr"] = new
-
-    def _next_batch(self) -> torch.Tensor:
-        if self._pos >= len(self._order):
-            self._order = torch.randperm(len(self.x), generator=self._gen)
-            self._pos = 0
-        idx = self._order[self._pos : self._pos + self.params["batch_size"]]
-        self._pos += len(idx)
-        return idx.to(self.device)
+        self.optimizers = [torch.optim.SGD(mdl.parameters(), lr=self.params["lr"]) for mdl in self.models]
+        # The same generator goes on to shuffle the epochs; an epoch's last batch is short.
+        self._batches = Minibatches(len(x), gen, drop_last=False)
 
     def train_step(self, step: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -142,9 +120,9 @@ class GradientCoherence(Engine):
                 out["m_coherence"] = np.array(
                     [model_m_coherence(mdl, xs, ys[self.subset]) for mdl, ys in zip(self.models, self.ys)]
                 )
-        idx = self._next_batch()
+        idx = self._batches.next_batch(self.params["batch_size"], self.device)
         losses, accs = [], []
-        for mdl, opt, ys in zip(self.models, self.opts, self.ys):
+        for mdl, opt, ys in zip(self.models, self.optimizers, self.ys):
             logits = mdl(self.x[idx])
             loss = nn.functional.cross_entropy(logits, ys[idx])
             opt.zero_grad(set_to_none=True)

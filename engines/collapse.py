@@ -154,6 +154,8 @@ class _CollapseEngine(Engine):
     No ``spec`` here, so this base is not registered as an engine.
     """
 
+    _y_np: np.ndarray  # every sample's class, set by the subclass's setup
+
     def declared_streams(self) -> tuple[Stream, ...]:
         return collapse_streams(self.params["num_classes"]) + self._extra_streams()
 
@@ -251,17 +253,14 @@ class NeuralCollapseMLP(_CollapseEngine):
         torch.manual_seed(self.seed)  # model init independent of the data draw above
         self.body = nn.Sequential(*layers).to(self.device)
         self.head = nn.Linear(width_in, C).to(self.device)
-        self.opt = torch.optim.SGD(
-            [*self.body.parameters(), *self.head.parameters()],
-            lr=p["lr"],
-            momentum=p["momentum"],
-            weight_decay=p["weight_decay"],
-        )
-
-    def on_set(self, name: str, new: Any, old: Any) -> None:
-        if name in ("lr", "momentum", "weight_decay"):
-            for group in self.opt.param_groups:
-                group[name] = new
+        self.optimizers = [
+            torch.optim.SGD(
+                [*self.body.parameters(), *self.head.parameters()],
+                lr=p["lr"],
+                momentum=p["momentum"],
+                weight_decay=p["weight_decay"],
+            )
+        ]
 
     def train_step(self, step: int) -> Mapping[str, Any]:
         H = self.body(self._x)
@@ -273,9 +272,10 @@ class NeuralCollapseMLP(_CollapseEngine):
         frame = self._measure(step, H, self.head.weight, self.head.bias)
         frame["train_loss"] = loss.detach()
         frame["train_accuracy"] = (out.detach().argmax(dim=1) == self._y).float().mean()
-        self.opt.zero_grad(set_to_none=True)
+        (opt,) = self.optimizers
+        opt.zero_grad(set_to_none=True)
         loss.backward()
-        self.opt.step()
+        opt.step()
         return frame
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from dynlab.engines.base import Engine
+from dynlab.engines.data import Minibatches
 from dynlab.engines.optim import SGDP, AdamP
 from dynlab.engines.spec import EngineSpec, Param, SpecError, Stream
 
@@ -220,8 +221,8 @@ class EffectiveStepEngine(Engine):
         xt, yt = sample(1024)
         self._x, self._y = x.to(dev), y.to(dev)
         self._xt, self._yt = xt.to(dev), yt.to(dev)
-        self._batch_gen = torch.Generator().manual_seed(self.seed + 1)
-        self._order = torch.empty(0, dtype=torch.long)
+        # A fresh shuffle per epoch; the tail shorter than a batch is dropped.
+        self._batches = Minibatches(x.shape[0], torch.Generator().manual_seed(self.seed + 1), drop_last=True)
 
         init_gen = torch.Generator().manual_seed(self.seed + 2)
         base = nn.Sequential(
@@ -240,18 +241,22 @@ class EffectiveStepEngine(Engine):
                     m.weight.uniform_(-bound, bound, generator=init_gen)
                     if m.bias is not None:
                         m.bias.uniform_(-bound, bound, generator=init_gen)
-            base[0].weight.mul_(p["init_scale"])
+            _linear(base, 0).weight.mul_(p["init_scale"])
         base.to(dev)
-        self.models: dict[str, nn.Module] = {k: copy.deepcopy(base) for k in OPTIMIZERS}
-        self.optimizers: dict[str, torch.optim.Optimizer] = {
-            k: self._make_optimizer(k, self.models[k].parameters()) for k in OPTIMIZERS
-        }
+        self.models: dict[str, nn.Sequential] = {k: copy.deepcopy(base) for k in OPTIMIZERS}
+        # In the order of OPTIMIZERS; ``optimizer(kind)`` finds one by name.
+        self.optimizers = [self._make_optimizer(k, self.models[k].parameters()) for k in OPTIMIZERS]
+
+    def optimizer(self, kind: str) -> torch.optim.Optimizer:
+        """The optimizer called ``kind`` (one of ``OPTIMIZERS``)."""
+        return self.optimizers[OPTIMIZERS.index(kind)]
 
     def _make_optimizer(self, kind: str, params: Any) -> torch.optim.Optimizer:
         p = self.params
         wd = p["weight_decay"]
         if kind == "sgd":
             return torch.optim.SGD(params, lr=p["lr"], momentum=0.0, weight_decay=wd)
+        opt: torch.optim.Optimizer
         if kind == "sgdm":
             opt = torch.optim.SGD(params, lr=p["lr"], momentum=p["momentum"], weight_decay=wd)
         elif kind == "sgdp":
@@ -281,7 +286,12 @@ class EffectiveStepEngine(Engine):
 
     # ------------------------------------------------------------------ live changes
     def on_set(self, name: str, new: Any, old: Any) -> None:
-        """Push a live change into the optimizers' param groups (read at their next step)."""
+        """Push a live change into the optimizers' param groups (read at their next step).
+
+        Replaces the base class's push by name, which would be wrong here: ``lr`` and
+        ``adam_lr`` both land in a group's ``lr``, ``beta1``/``beta2`` in ``betas``, and
+        plain SGD keeps momentum 0.
+        """
         if name == "momentum" and new > 0.99 and self.params["weight_decay"] > 0:
             # SGDP divides its decay by (1 - momentum); keep the decay factor sane.
             raise SpecError("momentum above 0.99 with weight decay would make SGDP's decay explode")
@@ -300,19 +310,12 @@ class EffectiveStepEngine(Engine):
             return
         kinds, key, value = targets[name]
         for k in kinds:
-            for group in self.optimizers[k].param_groups:
+            for group in self.optimizer(k).param_groups:
                 group[key] = value
 
     # ------------------------------------------------------------------ training
-    def _next_batch(self) -> Tensor:
-        bs = self.params["batch_size"]
-        if self._order.numel() < bs:  # a fresh shuffle per epoch, the tail is dropped
-            self._order = torch.randperm(self._x.shape[0], generator=self._batch_gen)
-        idx, self._order = self._order[:bs], self._order[bs:]
-        return idx.to(self.device)
-
     def train_step(self, step: int) -> Mapping[str, Any]:
-        idx = self._next_batch()
+        idx = self._batches.next_batch(self.params["batch_size"], self.device)
         x, y = self._x[idx], self._y[idx]
         rows: dict[str, list[Tensor]] = {
             k: []
@@ -325,24 +328,26 @@ class EffectiveStepEngine(Engine):
                 "effective_step_size",
             )
         }
-        for k in OPTIMIZERS:
-            model, opt = self.models[k], self.optimizers[k]
+        for k, opt in zip(OPTIMIZERS, self.optimizers):
+            model = self.models[k]
             model.train()
             opt.zero_grad(set_to_none=True)
             loss = nn.functional.cross_entropy(model(x), y)
             loss.backward()
-            w1 = model[0].weight
+            w1 = _linear(model, 0).weight
+            g1 = w1.grad
+            assert g1 is not None  # W1 is in the loss
             with torch.no_grad():
                 before = w1.detach().clone()
                 norm = before.norm()
-                cos = (before * w1.grad).sum() / (norm * w1.grad.norm()).clamp_min(1e-30)
+                cos = (before * g1).sum() / (norm * g1.norm()).clamp_min(1e-30)
                 opt.step()
                 # Chord between unit vectors, turned into an angle (acos loses precision near 0).
                 chord = (w1 / w1.norm() - before / norm).norm()
                 angle = 2 * torch.asin((chord / 2).clamp(max=1.0))
-            lr = self.optimizers[k].param_groups[0]["lr"]
+            lr = opt.param_groups[0]["lr"]
             rows["weight_norm"].append(norm)
-            rows["weight_norm_layer2"].append(model[3].weight.detach().norm())
+            rows["weight_norm_layer2"].append(_linear(model, 3).weight.detach().norm())
             rows["train_loss"].append(loss.detach())
             rows["grad_cosine"].append(cos)
             rows["angular_update"].append(angle)
@@ -365,7 +370,14 @@ class EffectiveStepEngine(Engine):
 
     def weight_norms(self) -> dict[str, float]:
         """Current ||W1|| per optimizer (after all updates so far), for tests and notebooks."""
-        return {k: float(self.models[k][0].weight.detach().norm()) for k in OPTIMIZERS}
+        return {k: float(_linear(self.models[k], 0).weight.detach().norm()) for k in OPTIMIZERS}
+
+
+def _linear(model: nn.Sequential, i: int) -> nn.Linear:
+    """Layer ``i`` of the MLP, which is a linear layer (typed, for the checker)."""
+    layer = model[i]
+    assert isinstance(layer, nn.Linear)
+    return layer
 
 
 __all__ = ["EffectiveStepEngine", "OPTIMIZERS", "SPEC"]

@@ -167,7 +167,7 @@ _LAYER_LABELS = {
 }
 
 
-def make_image_model(kind: str, channels: int = 8) -> nn.Module:
+def make_image_model(kind: str, channels: int = 8) -> PlainCNN | C4GCNN | GroupAveraged:
     """The model named by the ``model`` hyperparameter (plain, regularized, gcnn, averaged)."""
     if kind in ("plain", "regularized"):
         return PlainCNN(channels)
@@ -321,16 +321,14 @@ class EquivarianceC4(Engine):
         self.x_probe = self.x_test[:64]
         self.batch_gen = torch.Generator().manual_seed(self.seed + 17)
         self.model = make_image_model(p["model"], p["channels"]).to(dev)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=p["lr"])
+        self.optimizers = [torch.optim.Adam(self.model.parameters(), lr=p["lr"])]
 
     def on_set(self, name: str, new: Any, old: Any) -> None:
-        if name == "lr":
-            for group in self.opt.param_groups:
-                group["lr"] = new
-        elif name == "reg_strength" and self.params["model"] != "regularized" and new != 0:
+        if name == "reg_strength" and self.params["model"] != "regularized" and new != 0:
             raise SpecError(
                 f"reg_strength only acts on model = 'regularized'; this run's model is {self.params['model']!r}"
             )
+        super().on_set(name, new, old)
 
     def probe(self) -> Tensor:
         """The (layers × C4) error matrix of the current model on the probe batch."""
@@ -359,9 +357,9 @@ class EquivarianceC4(Engine):
         if p["model"] == "regularized" and lam > 0:
             k = torch.randint(1, 4, (x.shape[0],), generator=self.batch_gen).to(x.device)
             loss = loss + lam * (self.model(rotate_per_sample(x, k)) - pred).pow(2).mean()
-        self.opt.zero_grad(set_to_none=True)
+        self.optimizers[0].zero_grad(set_to_none=True)
         loss.backward()
-        self.opt.step()
+        self.optimizers[0].step()
         out["train_loss"] = mse.detach()
         return out
 
@@ -614,18 +612,13 @@ class EquivarianceFrames(Engine):
         self.batch_gen = torch.Generator().manual_seed(self.seed + 17)
         self.mlp = CloudMLP(p["hidden"]).double().to(dev)
         self.fa = FrameAveragedMLP(p["hidden"]).double().to(dev)
-        self.opt = torch.optim.Adam([*self.mlp.parameters(), *self.fa.parameters()], lr=p["lr"])
+        self.optimizers = [torch.optim.Adam([*self.mlp.parameters(), *self.fa.parameters()], lr=p["lr"])]
 
     def _act(self, k: int, X: Tensor) -> Tensor:
         return X @ self.Q[k].T + self.shifts[k]
 
     def _rotate_output(self, k: int, y: Tensor) -> Tensor:
         return y @ self.Q[k].T
-
-    def on_set(self, name: str, new: Any, old: Any) -> None:
-        if name == "lr":
-            for group in self.opt.param_groups:
-                group["lr"] = new
 
     def probe(self) -> dict[str, Any]:
         """Heatmap, output errors and Lie derivatives of the current models."""
@@ -663,8 +656,8 @@ class EquivarianceFrames(Engine):
         idx = torch.randint(0, n, (min(b, n),), generator=self.batch_gen).to(self.x_train.device)
         x, y = self.x_train[idx], self.y_train[idx]
         losses = torch.stack([F.mse_loss(m(x), y) for m in (self.mlp, self.fa)])
-        self.opt.zero_grad(set_to_none=True)
+        self.optimizers[0].zero_grad(set_to_none=True)
         losses.sum().backward()  # independent models: the sum's gradient is each model's own
-        self.opt.step()
+        self.optimizers[0].step()
         out["train_loss"] = losses.detach()
         return out

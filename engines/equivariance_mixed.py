@@ -378,7 +378,7 @@ class EquivarianceMixed(Engine):
         for m in self.models[1:]:  # one initialisation for all three: differences are the method's
             m.load_state_dict(self.models[0].state_dict())
         self.models = [m.to(dev) for m in self.models]
-        self.opts = [torch.optim.Adam(m.parameters(), lr=p["lr"]) for m in self.models]
+        self.optimizers = [torch.optim.Adam(m.parameters(), lr=p["lr"]) for m in self.models]
         self.groups = [(0, MIRRORS[m]) for m in MIRRORS]
         self.tuner = PerTuner(p["reg_init"], len(MIRRORS), p["adjust_at"], p["window"], p["adjust_power"])
         self.best_val = [math.inf] * 3
@@ -434,7 +434,7 @@ class EquivarianceMixed(Engine):
         lam = self.tuner.lam
         out["reg_strength"] = lam.numpy().copy()
         train = []
-        for i, (model, opt) in enumerate(zip(self.models, self.opts)):
+        for i, (model, opt) in enumerate(zip(self.models, self.optimizers)):
             for group in opt.param_groups:
                 group["lr"] = lr
             mse = F.mse_loss(model(self.x_train), self.y_train)

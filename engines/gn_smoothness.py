@@ -32,6 +32,7 @@ import scipy.linalg
 from scipy.special import expit, log_expit, logsumexp
 
 from dynlab.engines.base import Engine
+from dynlab.engines.data import digits_images
 
 try:  # bundled with scikit-learn, which the digits come from
     from threadpoolctl import ThreadpoolController
@@ -53,12 +54,10 @@ FLOOR = 1e-16
 
 def _load_digits(pool: int) -> tuple[np.ndarray, np.ndarray]:
     """sklearn digits scaled to [0, 1], average-pooled over ``pool``×``pool`` cells, with a bias column."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
+    images, target = digits_images()
     side = 8 // pool
-    x = (d.images / 16.0).reshape(-1, side, pool, side, pool).mean(axis=(2, 4)).reshape(len(d.images), -1)
-    return np.hstack([x, np.ones((len(x), 1))]), d.target
+    x = images.reshape(-1, side, pool, side, pool).mean(axis=(2, 4)).reshape(len(images), -1)
+    return np.hstack([x, np.ones((len(x), 1))]), target
 
 
 class Objective:

@@ -443,7 +443,7 @@ class GrokkingEngine(Engine):
         second = torch.nn.Linear(h, p, bias=False)
         self.w_in = first.weight.detach().T.contiguous().to(dev).requires_grad_(True)
         self.w_out = second.weight.detach().to(dev).requires_grad_(True)
-        self.optimizer = self._make_optimizer(self.params["optimizer"])
+        self.optimizers = [self._make_optimizer(self.params["optimizer"])]
         self._const = torch.tensor([self.params["train_fraction"], critical_fraction(p)], dtype=torch.float32)
         self.phases: dict[str, int] = {}
         self._ipr0: float | None = None
@@ -464,23 +464,21 @@ class GrokkingEngine(Engine):
 
     # ------------------------------------------------------------------ live changes
     def on_set(self, name: str, new: Any, old: Any) -> None:
-        if name in ("lr", "weight_decay"):
-            for group in self.optimizer.param_groups:
-                group[name] = new
-        elif name == "optimizer" and new != old:
+        super().on_set(name, new, old)
+        if name == "optimizer" and new != old:
             fresh = self._make_optimizer(new)
             if {old, new} == {"adam", "adamw"}:
                 # Same state layout (step, exp_avg, exp_avg_sq): carry the moments over so
                 # only the weight-decay style changes, not the step-size history.
                 for w in (self.w_in, self.w_out):
-                    if w in self.optimizer.state:
-                        fresh.state[w] = self.optimizer.state[w]
+                    if w in self.optimizers[0].state:
+                        fresh.state[w] = self.optimizers[0].state[w]
                 note = "moment estimates kept; only the weight-decay style changes"
             elif new == "muon":
                 note = "Muon's momentum starts from zero"
             else:
                 note = f"{new}'s moment estimates start from zero (bias correction restarts)"
-            self.optimizer = fresh
+            self.optimizers = [fresh]
             self.emit("info", message=f"optimizer {old} → {new}: weights kept, {note}")
 
     # ------------------------------------------------------------------ one epoch
@@ -511,9 +509,9 @@ class GrokkingEngine(Engine):
             # phase detector needs the accuracies.
             values = torch.stack(metrics).cpu().numpy()
 
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizers[0].zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizer.step()
+        self.optimizers[0].step()
 
         out.update(
             train_loss=values[0],

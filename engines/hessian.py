@@ -14,7 +14,7 @@ The probes themselves live in :mod:`engines.probes.hessian`.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from dynlab.engines.base import Engine
+from dynlab.engines.data import digits_standardized
 from dynlab.engines.probes.hessian import HessianOperator, count_outliers
 from dynlab.engines.spec import EngineSpec, Param, SpecError, Stream
 
@@ -178,6 +179,7 @@ class HessianOutliers(Engine):
         x = means[labels] + p["noise"] * torch.randn(c * n_c, d, generator=gen, dtype=f64)
         self.x = x.to(self.device)
         self.labels = labels.to(self.device)
+        self.loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
         if p["loss"] == "mse":
             self.targets = nn.functional.one_hot(labels, c).to(f64).to(self.device)
             self.loss_fn = half_sse
@@ -209,23 +211,13 @@ class HessianOutliers(Engine):
         with torch.no_grad():
             lr = self.params["lr"]
             for prm in self.model.parameters():
+                assert prm.grad is not None  # every weight is in the loss
                 prm.add_(prm.grad, alpha=-lr)
         out["train_loss"] = loss.detach()
         return out
 
 
 # =============================================================================== EoS
-def _digits(n: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = np.asarray(data.data[:n], dtype=np.float64)
-    std = x.std(axis=0)
-    x = (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)  # constant pixels stay 0
-    y = np.eye(10)[data.target[:n]]
-    return torch.tensor(x, device=device), torch.tensor(y, device=device)
-
-
 class EdgeOfStability(Engine):
     """Full-batch GD on digits: progressive sharpening, then λ_max pinned at 2/η."""
 
@@ -309,15 +301,10 @@ class EdgeOfStability(Engine):
 
     def setup(self) -> None:
         p = self.params
-        self.x, self.y = _digits(p["n_samples"], self.device)
+        self.x, self.y = digits_standardized(p["n_samples"], self.device)
         self.x32, self.y32 = self.x.float(), self.y.float()
         self.model = tanh_mlp([64, p["hidden"], p["hidden"], 10]).to(self.device)
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=p["lr"], momentum=p["momentum"])
-
-    def on_set(self, name: str, new: Any, old: Any) -> None:
-        if name in ("lr", "momentum"):
-            for group in self.opt.param_groups:
-                group[name] = new
+        self.optimizers = [torch.optim.SGD(self.model.parameters(), lr=p["lr"], momentum=p["momentum"])]
 
     def threshold(self) -> float:
         """(2 + 2β)/η, the stability threshold of (heavy-ball) GD."""
@@ -346,10 +333,11 @@ class EdgeOfStability(Engine):
                 with self.timed("density"):
                     out["hessian_density"] = op.density(2, 40, seed=step).histogram
             del op
-        self.opt.zero_grad(set_to_none=True)
+        (opt,) = self.optimizers
+        opt.zero_grad(set_to_none=True)
         loss = half_sse(self.model(self.x32), self.y32)
         loss.backward()
-        self.opt.step()
+        opt.step()
         out["train_loss"] = loss.detach()
         return out
 
@@ -455,6 +443,7 @@ class SgdStability(Engine):
             obj.backward()
             with torch.no_grad():
                 for prm in m.parameters():
+                    assert prm.grad is not None  # every weight is in the loss
                     prm.add_(prm.grad, alpha=-lr)
             losses.append(full.detach())
         out["train_loss"] = torch.stack(losses)

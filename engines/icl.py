@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from dynlab.engines.base import Engine
-from dynlab.engines.spec import EngineSpec, Param, SpecError, Stream
+from dynlab.engines.spec import EngineSpec, Param, Stream
 
 
 def one_step_mse(d: int, n: int) -> float:
@@ -187,18 +187,11 @@ class InContextRegression(Engine):
         std = self.params["init_std"]
         self.w_pv = (std * torch.randn(d + 1, d + 1, generator=self._gen)).to(self.device).requires_grad_()
         self.w_kq = (std * torch.randn(d + 1, d + 1, generator=self._gen)).to(self.device).requires_grad_()
-        self.opt = torch.optim.Adam([self.w_pv, self.w_kq], lr=self.params["lr"])
+        self.optimizers = [torch.optim.Adam([self.w_pv, self.w_kq], lr=self.params["lr"])]
         self.test = sample_tasks(self.params["test_tasks"], n, d, test_gen, self.device)
         x, y, xq, yq = self.test
         self.test_one_step = one_step_predict(x, y, xq)
         self.test_ols_mse = float(((ols_predict(x, y, xq) - yq.double()) ** 2).mean())
-
-    def on_set(self, name: str, new: Any, old: Any) -> None:
-        if name == "lr":
-            for group in self.opt.param_groups:
-                group["lr"] = new
-        elif name not in ("batch_size", "covariate_scale"):
-            raise SpecError(f"{name} cannot be changed while running")
 
     def block(self) -> torch.Tensor:
         """``W^{PV}[d, d] · W^{KQ}[:d, :d]`` (detached)."""
@@ -241,8 +234,9 @@ class InContextRegression(Engine):
                 out.update(self.evaluate())
         x, y, xq, yq = sample_tasks(self.params["batch_size"], n, d, self._gen, self.device)
         loss = ((lsa_predict(self.w_pv, self.w_kq, x, y, xq) - yq) ** 2).mean()
-        self.opt.zero_grad(set_to_none=True)
+        (opt,) = self.optimizers
+        opt.zero_grad(set_to_none=True)
         loss.backward()
-        self.opt.step()
+        opt.step()
         out["train_loss"] = loss.detach()
         return out

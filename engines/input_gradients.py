@@ -25,18 +25,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dynlab.engines.base import Engine
+from dynlab.engines.data import digits_images
 from dynlab.engines.spec import EngineSpec, Param, SpecError, Stream
 
 MODELS: tuple[str, ...] = ("standard", "robust (ℓ2 PGD)")
 BLOCK = 8  # sklearn digits are 8×8
-
-
-def _load_digits() -> tuple[np.ndarray, np.ndarray]:
-    """sklearn's digits as (n, 8, 8) images scaled to [0, 1] and their labels (bundled: no download)."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    return d.images / 16.0, d.target
 
 
 def null_pattern() -> np.ndarray:
@@ -57,7 +50,7 @@ def block_digits(classes: tuple[int, int], seed: int) -> tuple[np.ndarray, np.nd
     seed
         Draws which block goes on top, independently for every image.
     """
-    images, target = _load_digits()
+    images, target = digits_images()
     keep = np.isin(target, classes)
     digits, labels = images[keep], (target[keep] == classes[1]).astype(np.int64)
     top = np.random.default_rng(seed).random(len(digits)) < 0.5
@@ -240,14 +233,8 @@ class InputGradients(Engine):
         self.x_test, self.y_test, self.top_test = part(order[n_train:])
         self.models = [make_mlp(p["width"]).to(dev), make_mlp(p["width"]).to(dev)]
         self.models[1].load_state_dict(self.models[0].state_dict())
-        self.opts = [torch.optim.Adam(m.parameters(), lr=p["lr"]) for m in self.models]
+        self.optimizers = [torch.optim.Adam(m.parameters(), lr=p["lr"]) for m in self.models]
         self.batch_gen = torch.Generator().manual_seed(self.seed + 17)
-
-    def on_set(self, name: str, new: Any, old: Any) -> None:
-        if name == "lr":
-            for opt in self.opts:
-                for group in opt.param_groups:
-                    group["lr"] = new
 
     def _probe(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -276,7 +263,7 @@ class InputGradients(Engine):
         idx = torch.randint(0, n, (min(b, n),), generator=self.batch_gen).to(self.x_train.device)
         x, y = self.x_train[idx], self.y_train[idx]
         losses = []
-        for i, (model, opt) in enumerate(zip(self.models, self.opts)):
+        for i, (model, opt) in enumerate(zip(self.models, self.optimizers)):
             if i == 1:
                 x = pgd_l2(model, x, y, self.params["epsilon"], self.params["pgd_steps"])
             loss = F.cross_entropy(model(x), y)

@@ -49,6 +49,8 @@ class PatchNet(nn.Module):
     def __init__(self, arch: str, k: int, d: int, width: int, gen: torch.Generator) -> None:
         super().__init__()
         self.arch = arch
+        shape_w: tuple[int, ...]
+        shape_b: tuple[int, ...]
         if arch == "cnn":
             shape_w, shape_b, fan_in = (width, d), (width,), d
         elif arch == "lcn":

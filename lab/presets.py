@@ -7,6 +7,7 @@ The format is documented in ``docs/presets.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -14,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from dynlab.engines.spec import SpecError, suggest
-from dynlab.viewspec import ViewSpec
+from dynlab.viewspec import VIEW_KINDS, ViewSpec, toml_types
 
 FORMAT_VERSION = 1
-VIEW_KINDS = ("lines", "histogram", "waterfall", "heatmap", "points", "vector-heatmap")
 _TOP_KEYS = {
     "format_version": "integer",
     "engine": "engine name",
@@ -32,16 +32,7 @@ _TOP_KEYS = {
 }
 _REQUIRED = ("format_version", "engine", "title", "summary", "paper")
 _RUN_KEYS = {"steps": int, "seed": int, "device": str}
-_VIEW_KEYS = {
-    "title": str,
-    "streams": list,
-    "kind": str,
-    "log_y": bool,
-    "log_x": bool,
-    "reference": str,
-    "caption": str,
-    "smooth": bool,
-}
+_VIEW_KEYS = toml_types()
 
 
 class PresetError(ValueError):
@@ -83,22 +74,14 @@ class Preset:
             spec = get_engine(self.engine).spec
             for k, v in hyperparameters.items():
                 hp[k] = spec.param(k).coerce(v, where=f"--set {k}", from_text=isinstance(v, str))
-        return Preset(
-            self.name,
-            self.path,
-            self.text,
-            self.engine,
-            self.title,
-            self.summary,
-            self.paper,
-            self.steps if steps is None else int(steps),
-            self.seed if seed is None else int(seed),
-            self.device if device is None else device,
-            hp,
-            dict(self.probes),
-            self.views,
-            self.tags,
-        )
+        changes: dict[str, Any] = {"hyperparameters": hp, "probes": dict(self.probes)}
+        if steps is not None:
+            changes["steps"] = int(steps)
+        if seed is not None:
+            changes["seed"] = int(seed)
+        if device is not None:
+            changes["device"] = device
+        return dataclasses.replace(self, **changes)
 
 
 def preset_dir() -> Path:
@@ -214,18 +197,9 @@ def parse(text: str, *, name: str = "<preset>", path: str = "<preset>", check_en
             raise err(f"{where}.streams", "expected a non-empty list of stream names")
         if v.get("kind", "") and v["kind"] not in VIEW_KINDS:
             raise err(f"{where}.kind", f"expected one of {', '.join(VIEW_KINDS)}, got {v['kind']!r}")
-        views.append(
-            ViewSpec(
-                title=v.get("title", ", ".join(v["streams"])),
-                streams=tuple(v["streams"]),
-                kind=v.get("kind", ""),
-                log_y=v.get("log_y", False),
-                log_x=v.get("log_x", False),
-                reference=v.get("reference", ""),
-                caption=v.get("caption", ""),
-                smooth=v.get("smooth", False),
-            )
-        )
+        fields = {k: tuple(val) if _VIEW_KEYS[k] is list else val for k, val in v.items()}
+        fields.setdefault("title", ", ".join(v["streams"]))
+        views.append(ViewSpec(**fields))
 
     preset = Preset(
         name=name,

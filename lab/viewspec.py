@@ -1,8 +1,18 @@
-"""What a preset asks one view to show (torch-free, Qt-free: views import it)."""
+"""What a preset asks one view to show (torch-free, Qt-free: views import it).
+
+This module is the one source for the view kinds and a ``[[views]]`` table's keys:
+the preset loader derives its schema from :class:`ViewSpec`'s fields, and the views
+registry checks its kinds against :data:`VIEW_KINDS`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass
+
+#: Every value ``ViewSpec.kind`` may take (besides "" = chosen from the first stream's kind).
+VIEW_KINDS: tuple[str, ...] = ("lines", "histogram", "waterfall", "heatmap", "points", "vector-heatmap")
 
 
 @dataclass(frozen=True)
@@ -17,3 +27,13 @@ class ViewSpec:
     reference: str = ""
     caption: str = ""
     smooth: bool = False
+
+
+def toml_types() -> dict[str, type]:
+    """The TOML value type of each ``[[views]]`` key: ViewSpec's fields, tuples read as arrays."""
+    hints = typing.get_type_hints(ViewSpec)
+    out: dict[str, type] = {}
+    for f in dataclasses.fields(ViewSpec):
+        hint = hints[f.name]
+        out[f.name] = list if typing.get_origin(hint) is tuple else hint
+    return out

@@ -48,7 +48,7 @@ def test_engine_streams_and_live_lr() -> None:
     assert "m_coherence" not in frames[1].data
     assert frames[2].data["train_loss"].shape == (2,)
     eng.set("lr", 0.2)
-    assert all(g["lr"] == 0.2 for opt in eng.opts for g in opt.param_groups)
+    assert all(g["lr"] == 0.2 for opt in eng.optimizers for g in opt.param_groups)
     # the two models start identical; only the labels differ
     eng2 = GradientCoherence({"width": 16}, seed=3)
     eng2.start()

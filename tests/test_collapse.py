@@ -245,7 +245,7 @@ def test_live_changes_reach_the_optimizer():
     e.step()
     e.set("weight_decay", 0.01)
     e.set("lr", 0.02)
-    assert all(g["weight_decay"] == 0.01 and g["lr"] == 0.02 for g in e.opt.param_groups)
+    assert all(g["weight_decay"] == 0.01 and g["lr"] == 0.02 for g in e.optimizers[0].param_groups)
     with pytest.raises(SpecError):
         e.set("num_classes", 3)  # not live
 

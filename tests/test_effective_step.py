@@ -77,9 +77,9 @@ def test_live_lr_applied_at_next_step() -> None:
     list(eng.frames(2))
     eng.set("lr", 0.05)
     for k in ("sgd", "sgdm", "sgdp"):
-        assert eng.optimizers[k].param_groups[0]["lr"] == 0.05
+        assert eng.optimizer(k).param_groups[0]["lr"] == 0.05
     for k in ("adam", "adamp"):
-        assert eng.optimizers[k].param_groups[0]["lr"] == eng.params["adam_lr"]
+        assert eng.optimizer(k).param_groups[0]["lr"] == eng.params["adam_lr"]
     w1 = eng.models["sgd"][0].weight
     before = w1.detach().clone()
     frame = eng.step()
@@ -98,17 +98,17 @@ def test_other_live_changes_and_refusal() -> None:
     eng.set("beta1", 0.8)
     eng.set("weight_decay", 1e-3)
     eng.set("nesterov", True)
-    assert eng.optimizers["adamp"].param_groups[0]["lr"] == 1e-4
-    assert eng.optimizers["adam"].param_groups[0]["betas"] == (0.8, 0.999)
-    assert eng.optimizers["sgdp"].param_groups[0]["momentum"] == 0.5
-    assert eng.optimizers["sgd"].param_groups[0]["momentum"] == 0.0
-    assert eng.optimizers["sgdm"].param_groups[0]["nesterov"] is True
-    assert all(eng.optimizers[k].param_groups[0]["weight_decay"] == 1e-3 for k in OPTIMIZERS)
+    assert eng.optimizer("adamp").param_groups[0]["lr"] == 1e-4
+    assert eng.optimizer("adam").param_groups[0]["betas"] == (0.8, 0.999)
+    assert eng.optimizer("sgdp").param_groups[0]["momentum"] == 0.5
+    assert eng.optimizer("sgd").param_groups[0]["momentum"] == 0.0
+    assert eng.optimizer("sgdm").param_groups[0]["nesterov"] is True
+    assert all(eng.optimizer(k).param_groups[0]["weight_decay"] == 1e-3 for k in OPTIMIZERS)
     eng.step()
     with pytest.raises(SpecError):
         eng.set("momentum", 0.995)  # SGDP's decay / (1 - momentum) would explode
     assert eng.params["momentum"] == 0.5
-    assert eng.optimizers["sgdp"].param_groups[0]["momentum"] == 0.5
+    assert eng.optimizer("sgdp").param_groups[0]["momentum"] == 0.5
     with pytest.raises(SpecError):
         eng.set("batch_size", 64)  # not live
 
@@ -138,7 +138,7 @@ def test_momentum_norm_growth_science(seed: int) -> None:
     n = eng.weight_norms()
     assert n["sgdm"] >= 1.5 * n["sgdp"], n
     assert n["sgdp"] <= 2.5 * n["sgd"], n
-    eff = {k: eng.optimizers[k].param_groups[0]["lr"] / v**2 for k, v in n.items()}
+    eff = {k: eng.optimizer(k).param_groups[0]["lr"] / v**2 for k, v in n.items()}
     assert eff["sgd"] > eff["sgdp"] > eff["sgdm"], eff
     # The same mechanism separates Adam from AdamP at the default adam_lr.
     assert n["adam"] >= 1.5 * n["adamp"], n

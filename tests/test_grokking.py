@@ -181,7 +181,7 @@ def test_live_lr_and_weight_decay_reach_the_optimizer():
     engine.step()
     engine.set("lr", 0.01)
     engine.set("weight_decay", 0.5)
-    group = engine.optimizer.param_groups[0]
+    group = engine.optimizers[0].param_groups[0]
     assert group["lr"] == 0.01 and group["weight_decay"] == 0.5
     with pytest.raises(SpecError):
         engine.set("p", 31)  # the data set cannot change mid-run
@@ -191,21 +191,21 @@ def test_optimizer_switch_keeps_weights_and_says_what_happens_to_state():
     engine = make(SMALL)
     list(engine.frames(2))
     engine.pop_events()
-    moments = engine.optimizer.state[engine.w_in]["exp_avg"]
+    moments = engine.optimizers[0].state[engine.w_in]["exp_avg"]
     weights = engine.w_in.detach().clone()
     engine.set("optimizer", "adamw")
-    assert isinstance(engine.optimizer, torch.optim.AdamW)
-    assert engine.optimizer.state[engine.w_in]["exp_avg"] is moments  # moments carried over
+    assert isinstance(engine.optimizers[0], torch.optim.AdamW)
+    assert engine.optimizers[0].state[engine.w_in]["exp_avg"] is moments  # moments carried over
     assert torch.equal(engine.w_in.detach(), weights)
     engine.set("optimizer", "muon")
-    assert len(engine.optimizer.state) == 0  # Muon starts from zero momentum
+    assert len(engine.optimizers[0].state) == 0  # Muon starts from zero momentum
     (info,) = [e for e in engine.pop_events() if "muon" in e.payload.get("message", "")]
     assert "zero" in info.payload["message"]
     before = engine.w_in.detach().clone()
     frames = list(engine.frames(3))
     assert not torch.equal(engine.w_in.detach(), before)
     assert all(np.isfinite(f.data["train_loss"]) for f in frames)
-    assert "momentum_buffer" in engine.optimizer.state[engine.w_in]
+    assert "momentum_buffer" in engine.optimizers[0].state[engine.w_in]
 
 
 def test_muon_update_is_orthogonal():

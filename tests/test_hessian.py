@@ -211,7 +211,8 @@ def test_edge_of_stability_live_lr_moves_threshold() -> None:
     assert 0 < f0["sharpness"] < f0["hessian_trace"]
     eng.set("lr", 0.1)
     eng.set("momentum", 0.5)
-    assert eng.opt.param_groups[0]["lr"] == 0.1 and eng.opt.param_groups[0]["momentum"] == 0.5
+    (group,) = eng.optimizers[0].param_groups
+    assert group["lr"] == 0.1 and group["momentum"] == 0.5
     assert eng.step().data["stability_threshold"] == pytest.approx(30.0)
     with pytest.raises(SpecError):
         eng.set("hidden", 8)

@@ -47,7 +47,7 @@ def test_engine_streams_and_live_knobs() -> None:
     assert frame.data["test_mse"][1] == pytest.approx(3 * 4 / 14)
     eng.set("covariate_scale", 3.0)
     eng.set("lr", 0.01)
-    assert eng.opt.param_groups[0]["lr"] == 0.01
+    assert eng.optimizers[0].param_groups[0]["lr"] == 0.01
     shifted = eng.evaluate()["shift_mse"]
     assert shifted[2] == pytest.approx(9 * 3, rel=0.2)  # zero predictor: E y² = c²·d
     with pytest.raises(SpecError):

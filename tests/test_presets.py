@@ -86,3 +86,37 @@ def test_overrides_are_validated():
         p.with_overrides(hyperparameters={"lr": "11"})
     with pytest.raises(Exception, match="no hyperparameter 'lrr' \\(did you mean 'lr'\\?\\)"):
         p.with_overrides(hyperparameters={"lrr": "0.1"})
+
+
+def test_overrides_change_only_what_they_name():
+    p = parse(GOOD, path="x.toml")
+    q = p.with_overrides(steps=50, seed=3, device="cpu")
+    assert (q.steps, q.seed, q.device) == (50, 3, "cpu")
+    assert (q.name, q.text, q.engine, q.title, q.views, q.tags) == (
+        p.name,
+        p.text,
+        p.engine,
+        p.title,
+        p.views,
+        p.tags,
+    )
+    assert q.hyperparameters == p.hyperparameters and q.hyperparameters is not p.hyperparameters
+    assert p.with_overrides() == p
+
+
+def test_view_keys_are_the_fields_of_viewspec():
+    import dataclasses
+
+    from dynlab.viewspec import ViewSpec
+
+    values = {"list": '["train_loss"]', "str": '"lines"', "bool": "true"}
+    types = presets._VIEW_KEYS
+    assert list(types) == [f.name for f in dataclasses.fields(ViewSpec)]
+    table = "\n".join(f"{k} = {values[t.__name__]}" for k, t in types.items() if k != "reference")
+    view = parse(GOOD.replace('streams = ["train_loss"]', table), path="x.toml").views[0]
+    assert view == ViewSpec("lines", ("train_loss",), "lines", True, True, "", "lines", True)
+    with pytest.raises(PresetError) as info:
+        parse(
+            GOOD.replace('streams = ["train_loss"]', 'streams = ["train_loss"]\nlog_z = true'), path="x.toml"
+        )
+    assert f"expected one of {', '.join(f.name for f in dataclasses.fields(ViewSpec))}" in str(info.value)

@@ -22,7 +22,7 @@ import pytest  # noqa: E402
 
 pytest.importorskip("pytestqt")
 import pyqtgraph as pg  # noqa: E402
-from PySide6 import QtCore, QtGui  # noqa: E402
+from PySide6 import QtCore, QtGui, QtWidgets  # noqa: E402
 
 from dynlab.frames import Event, Frame, Stream  # noqa: E402
 from dynlab.presets import ViewSpec  # noqa: E402
@@ -123,6 +123,53 @@ def test_registry_picks_view_from_kind_or_first_stream(qtbot):
         view_kind(ViewSpec("a", ("train_loss",), kind="pie"), STREAMS)
 
 
+def test_every_view_kind_has_a_view_and_every_view_a_kind(monkeypatch):
+    from dynlab.frames import STREAM_KINDS
+    from dynlab.views import DEFAULT_VIEW_FOR_STREAM, check_registry
+    from dynlab.viewspec import VIEW_KINDS
+
+    assert set(VIEW_FOR_KIND) == set(VIEW_KINDS)
+    assert set(DEFAULT_VIEW_FOR_STREAM) == set(STREAM_KINDS)
+    assert set(DEFAULT_VIEW_FOR_STREAM.values()) <= set(VIEW_KINDS)
+    check_registry()
+    monkeypatch.setattr("dynlab.views.VIEW_KINDS", (*VIEW_KINDS, "radar"))
+    with pytest.raises(RuntimeError, match=r"no view for \['radar'\]"):
+        check_registry()
+    monkeypatch.setattr("dynlab.views.VIEW_KINDS", tuple(k for k in VIEW_KINDS if k != "points"))
+    with pytest.raises(RuntimeError, match=r"no kind for \['points'\]"):
+        check_registry()
+
+
+def test_points_get_the_2d_class_unless_3d_is_declared_and_gl_works(qtbot, monkeypatch):
+    from dynlab.views import PointsView2D, PointsView3D
+
+    flat = Stream("m", "points", shape=(3, 2))
+    solid = Stream("c", "points", shape=(4, 3))
+    v = make_view(ViewSpec("M", ("m",)), {"m": flat})
+    qtbot.addWidget(v)
+    assert type(v) is PointsView2D
+    if QtGui.QGuiApplication.platformName() == "offscreen":
+        v = make_view(ViewSpec("C", ("c",)), {"c": solid})
+        qtbot.addWidget(v)
+        assert type(v) is PointsView2D and "OpenGL unavailable" in v.projection_note
+
+    # With OpenGL said to work but the canvas failing, the registry falls back to 2-D and says why.
+    def broken_canvas(self):
+        raise RuntimeError("no GL context")
+
+    monkeypatch.setattr("dynlab.views.gl_available", lambda: True)
+    monkeypatch.setattr(PointsView3D, "_make_canvas", broken_canvas)
+    parent = QtWidgets.QWidget()
+    qtbot.addWidget(parent)
+    v = make_view(ViewSpec("C", ("c",)), {"c": solid}, parent)
+    assert type(v) is PointsView2D and v.parent() is parent
+    assert "3-D view unavailable (RuntimeError)" in v.projection_note
+    assert parent.findChildren(PointsView3D) == []  # the half-built 3-D view did not stay behind
+    v.push([Frame.make(0, {"c": np.eye(4, 3)})])
+    v.refresh()
+    assert v.note.text() == v.projection_note and not v.note.isHidden()
+
+
 def test_caption_and_tooltip_carry_description_and_theory(qtbot):
     v = make_view(ViewSpec("Loss", ("train_loss", "nope"), caption="Watch the plateau."), STREAMS)
     qtbot.addWidget(v)
@@ -183,6 +230,30 @@ def test_snapshots_at_or_before():
 
 
 # ------------------------------------------------------------------------------- lines
+def test_one_snapshot_store_serves_every_per_step_view(qtbot):
+    from dynlab.views import HeatmapView, HistogramView, PointsView2D, WaterfallView
+    from dynlab.views.buffers import SnapshotStore, SnapshotViewMixin
+
+    store = SnapshotStore()
+    store.append("", "err", 5, np.ones((3, 4)))
+    store.append("b", "err", 2, np.zeros((3, 4)))
+    store.append("", "err", 9, 2 * np.ones((3, 4)))
+    assert store.at("", "err", 7)[0] == 5 and store.at("", "err", None)[0] == 9
+    assert store.at("", "err", 1) is None and store.at("", "nope", None) is None
+    assert [k for k, _ in store.items()] == [("", "err"), ("b", "err")]
+    assert len(store.get("", "err")) == 2
+    store.clear()
+    assert store.get("", "err") is None
+    for cls in (HeatmapView, HistogramView, WaterfallView, PointsView2D):
+        assert issubclass(cls, SnapshotViewMixin)
+        assert "_append" not in cls.__dict__  # no private copy of the store's bookkeeping
+    v = show(qtbot, make_view(ViewSpec("E", ("err",)), STREAMS))
+    v.push(frames("err", [1, 4], [np.ones((3, 4)), 2 * np.ones((3, 4))]))
+    assert isinstance(v.snaps, SnapshotStore) and len(v.snaps.get("", "err")) == 2
+    v.clear()
+    assert v.snaps.get("", "err") is None
+
+
 def test_lines_draw_where_the_data_lies(qtbot):
     v = make_view(ViewSpec("Loss", ("train_loss",)), STREAMS)
     v.push(frames("train_loss", range(100, 201), np.linspace(1, 2, 101)))
@@ -498,14 +569,14 @@ app = QtWidgets.QApplication([])
 from dynlab.frames import Frame, Stream
 from dynlab.presets import ViewSpec
 from dynlab.views import make_view
-s = Stream("geom", "points", labels=("a", "b", "c"), groups=("etf",) * 3)
+s = Stream("geom", "points", shape=(3, 3), labels=("a", "b", "c"), groups=("etf",) * 3)
 v = make_view(ViewSpec("Geometry", ("geom",)), {"geom": s})
 v.resize(500, 400); v.show()
 v.push([Frame.make(3, {"geom": np.eye(3)})])
 v.refresh()
 for _ in range(10):
     app.processEvents()
-img = v.canvas.render() if v.canvas is not None else np.zeros((1, 1, 4), np.uint8)
+img = v.canvas.render() if v.mode == "vispy" else np.zeros((1, 1, 4), np.uint8)
 rgb = img[..., :3].astype(int)
 blue = (np.abs(rgb - [31, 119, 180]).sum(axis=2) < 60).sum()
 v.export_image(sys.argv[1])

@@ -4,11 +4,17 @@ A live run appends one row per frame; redrawing needs contiguous arrays. The ser
 buffer preallocates and doubles (amortised O(1) appends, no Python lists of floats),
 and past a cap it halves its oldest half by min/max decimation so memory stays bounded
 on very long runs while spikes in old history stay visible.
+
+Views that show one step at a time (histogram, waterfall, heatmap, points) keep every
+pushed array instead, in one :class:`SnapshotStore` per view; :class:`SnapshotViewMixin`
+is their ``_append`` / ``_clear_data``.
 """
 
 from __future__ import annotations
 
 import bisect
+from collections.abc import ItemsView
+from typing import Any
 
 import numpy as np
 
@@ -224,3 +230,48 @@ class Snapshots:
         if i < 0:
             return None
         return self.steps[i], self.values[i]
+
+
+class SnapshotStore:
+    """The :class:`Snapshots` of every (run, stream) pushed to one view."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[str, str], Snapshots] = {}
+
+    def append(self, run: str, name: str, step: int, value: np.ndarray) -> None:
+        """Keep ``value`` as stream ``name``'s array at ``step`` in ``run``."""
+        self._by_key.setdefault((run, name), Snapshots()).append(step, value)
+
+    def get(self, run: str, name: str) -> Snapshots | None:
+        """All snapshots of one stream of one run (``None`` if none was pushed)."""
+        return self._by_key.get((run, name))
+
+    def at(self, run: str, name: str, step: int | None) -> tuple[int, np.ndarray] | None:
+        """The newest snapshot of ``name`` in ``run`` at or before ``step`` (``None`` = newest)."""
+        snaps = self._by_key.get((run, name))
+        return None if snaps is None else snaps.at(step)
+
+    def items(self) -> ItemsView[tuple[str, str], Snapshots]:
+        """``((run, name), snapshots)`` pairs in the order they were first pushed."""
+        return self._by_key.items()
+
+    def clear(self) -> None:
+        self._by_key.clear()
+
+
+class SnapshotViewMixin:
+    """The data half of a StreamView that keeps every pushed array, by step, in ``self.snaps``.
+
+    Put it before the widget base class (``class V(SnapshotViewMixin, PlotView)``);
+    a subclass that keeps more state extends ``_clear_data`` and calls ``super()``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.snaps = SnapshotStore()  # before the widget's __init__, which may draw
+        super().__init__(*args, **kwargs)
+
+    def _append(self, run: str, name: str, step: int, value: np.ndarray) -> None:
+        self.snaps.append(run, name, step, value)
+
+    def _clear_data(self) -> None:
+        self.snaps.clear()

@@ -13,14 +13,14 @@ from dynlab.frames import Stream
 from dynlab.viewspec import ViewSpec
 
 from . import style
-from .buffers import Snapshots
+from .buffers import SnapshotViewMixin
 from .plotview import PlotView
 
 #: Most tick labels drawn per axis; longer label lists are thinned evenly.
 MAX_TICKS = 24
 
 
-class HeatmapView(PlotView):
+class HeatmapView(SnapshotViewMixin, PlotView):
     """The newest (or cursor-step) matrix as an image with labelled rows and columns.
 
     ``kind = "heatmap"`` shows the first heatmap stream, ``(R, C)`` with the stream's
@@ -37,7 +37,6 @@ class HeatmapView(PlotView):
     def __init__(
         self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None
     ) -> None:
-        self.snaps: dict[tuple[str, str], Snapshots] = {}
         super().__init__(view, streams, parent)
         self.vector_mode = view.kind == "vector-heatmap" or (
             bool(self.stream_names) and self.streams[self.stream_names[0]].kind == "vector"
@@ -66,11 +65,8 @@ class HeatmapView(PlotView):
     def _y_label(self) -> str:
         return ""
 
-    def _append(self, run: str, name: str, step: int, value: np.ndarray) -> None:
-        self.snaps.setdefault((run, name), Snapshots()).append(step, value)
-
     def _clear_data(self) -> None:
-        self.snaps.clear()
+        super()._clear_data()
         self.data = None
         self._signed = None
 
@@ -79,14 +75,14 @@ class HeatmapView(PlotView):
         run = self.shown_run()
         if not self.vector_mode:
             name = self.stream_names[0] if self.stream_names else ""
-            got = self.snaps.get((run, name), Snapshots()).at(self.cursor)
+            got = self.snaps.at(run, name, self.cursor)
             if got is None:
                 return None
             s = self.streams[name]
             return got[0], np.asarray(got[1], dtype=float), s.rows, s.cols
         rows, names, step = [], [], None
         for name in self.stream_names:
-            got = self.snaps.get((run, name), Snapshots()).at(self.cursor)
+            got = self.snaps.at(run, name, self.cursor)
             if got is None:
                 continue
             step = got[0] if step is None else max(step, got[0])

@@ -19,7 +19,7 @@ from dynlab.frames import Stream
 from dynlab.viewspec import ViewSpec
 
 from . import style
-from .buffers import Snapshots
+from .buffers import SnapshotViewMixin
 from .plotview import PlotView
 
 #: Rows of the waterfall's common bin grid and most columns drawn (steps are resampled).
@@ -29,23 +29,7 @@ WATERFALL_MAX_LABELS = 16
 WATERFALL_MAX_COLUMNS = 1200
 
 
-class _SnapshotView(PlotView):
-    """Keeps every pushed array per (run, stream) so the cursor can show any step."""
-
-    def __init__(
-        self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None
-    ) -> None:
-        self.snaps: dict[tuple[str, str], Snapshots] = {}
-        super().__init__(view, streams, parent)
-
-    def _append(self, run: str, name: str, step: int, value: np.ndarray) -> None:
-        self.snaps.setdefault((run, name), Snapshots()).append(step, value)
-
-    def _clear_data(self) -> None:
-        self.snaps.clear()
-
-
-class HistogramView(_SnapshotView):
+class HistogramView(SnapshotViewMixin, PlotView):
     """The newest (or cursor-step) spectrum of each stream as bars.
 
     ``log_y`` draws log10 of the weight so a handful of outlier eigenvalues stay visible
@@ -161,7 +145,7 @@ class HistogramView(_SnapshotView):
         self.legend.clear()
 
 
-class WaterfallView(_SnapshotView):
+class WaterfallView(SnapshotViewMixin, PlotView):
     """A histogram (or vector) stream over time as an image: x = step, y = bin or item.
 
     Histograms with moving, non-uniform edges are rebinned (mass-conserving) onto one
@@ -215,7 +199,7 @@ class WaterfallView(_SnapshotView):
         return ""
 
     def _redraw(self) -> None:
-        snaps = self.snaps.get((self.shown_run(), self.stream))
+        snaps = self.snaps.get(self.shown_run(), self.stream)
         if snaps is None or len(snaps) == 0:
             self.image.clear()
             self.data = None
@@ -275,7 +259,7 @@ class WaterfallView(_SnapshotView):
 
     def _draw_reference(self) -> None:
         """The reference scalar (e.g. 2/η) as a white dashed line over the image."""
-        snaps = self.snaps.get((self.shown_run(), self.reference)) if self.reference else None
+        snaps = self.snaps.get(self.shown_run(), self.reference) if self.reference else None
         if snaps is None or len(snaps) == 0:
             self._ref_curve.setData([], [])
             self._ref_text.hide()

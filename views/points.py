@@ -1,8 +1,9 @@
-"""``PointsView``: labelled point clouds per step (class means, classifiers, embeddings).
+"""Points views: labelled point clouds per step (class means, classifiers, embeddings).
 
-3-D points are drawn in a vispy scene with a rotatable turntable camera; 2-D points,
-and 3-D points when OpenGL is unavailable (offscreen Qt, a remote session), in a
-pyqtgraph scatter (3-D data projected on its top two principal axes, with a note).
+Two classes, chosen by the views registry: :class:`PointsView3D` draws 3-D points in a
+vispy scene with a rotatable turntable camera; :class:`PointsView2D` draws 2-D points in
+a pyqtgraph scatter, and 3-D points too when OpenGL is unavailable (offscreen Qt, a
+remote session), projected on their top two principal axes with a note saying so.
 Groups decide the drawing: every group has a colour; ``ARROW_GROUPS`` get a line from
 the origin to each point (classifier rows, margin directions); ``SIMPLEX_GROUPS`` get
 an edge between every pair of their points (the simplex ETF wireframe).
@@ -13,7 +14,7 @@ from __future__ import annotations
 import functools
 import html
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pyqtgraph as pg
@@ -24,7 +25,7 @@ from dynlab.viewspec import ViewSpec
 
 from . import style
 from .base import StreamView
-from .buffers import Snapshots
+from .buffers import SnapshotViewMixin
 
 ARROW_GROUPS = ("classifier", "classifiers", "arrow", "direction", "margin")
 SIMPLEX_GROUPS = ("etf", "simplex")
@@ -92,21 +93,31 @@ def gl_available() -> bool:
     return ok
 
 
-class PointsView(StreamView):
-    """Points of the view's streams at the newest (or cursor) step, coloured by group.
+def declared_dim(streams: Iterable[Stream]) -> int | None:
+    """Coordinates per point (2 or 3) the points streams declare, ``None`` if none says.
+
+    Several streams drawn together are padded to the widest one.
+    """
+    dims = [s.shape[1] for s in streams if s.kind == "points" and len(s.shape) == 2 and s.shape[1] in (2, 3)]
+    return max(dims) if dims else None
+
+
+class PointsView(SnapshotViewMixin, StreamView):
+    """What both points views share: the points of the view's streams at the newest (or
+    cursor) step, their groups, colours and labels, a title with the step and a note.
 
     Points of all the view's streams are drawn together; a stream without ``groups``
     is one group named after the stream. One run at a time (selector when several).
+    Subclasses draw with ``_draw(points, groups, labels)`` (zero points = clear).
     """
 
     single_run = True
+    mode = ""  # "2d" or "vispy": what draws the points
 
     def __init__(
         self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None
     ) -> None:
         super().__init__(view, streams, parent)
-        self.snaps: dict[tuple[str, str], Snapshots] = {}
-        self.mode: str | None = None  # "vispy" or "2d", chosen at the first data
         self.note = QtWidgets.QLabel()
         self.note.setStyleSheet("color: #a05000; font-size: 9pt;")
         self.note.setVisible(False)
@@ -126,30 +137,12 @@ class PointsView(StreamView):
         self.groups: list[str] = []
         self.labels: list[str] = []
         self.shown_step: int | None = None
-        # 2-D (pyqtgraph) state
-        self.plot: pg.PlotWidget | None = None
-        self._scatters: dict[str, pg.ScatterPlotItem] = {}
-        self._texts: list[pg.TextItem] = []
-        self._lines2d: pg.PlotDataItem | None = None
-        self._drawn2d: np.ndarray | None = None  # 2-D positions drawn (for hover)
-        self._legend_corner = 0
-        self._basis: np.ndarray | None = None
-        # 3-D (vispy) state
-        self.canvas = None
-        self._fit_scale = 0.0
-
-    # ------------------------------------------------------------------ buffers
-    def _append(self, run: str, name: str, step: int, value: np.ndarray) -> None:
-        self.snaps.setdefault((run, name), Snapshots()).append(step, value)
-
-    def _clear_data(self) -> None:
-        self.snaps.clear()
 
     def _current(self) -> tuple[int, np.ndarray, list[str], list[str]] | None:
         run = self.shown_run()
         parts, groups, labels, step = [], [], [], None
         for name in self.stream_names:
-            got = self.snaps.get((run, name), Snapshots()).at(self.cursor)
+            got = self.snaps.at(run, name, self.cursor)
             if got is None:
                 continue
             step = got[0] if step is None else max(step, got[0])
@@ -159,7 +152,7 @@ class PointsView(StreamView):
             groups += list(s.groups) if len(s.groups) == n else [name] * n
             labels += list(s.labels) if len(s.labels) == n else [""] * n
             parts.append(pts)
-        if not parts:
+        if step is None:
             return None
         dim = max(p.shape[1] for p in parts)
         pts = np.concatenate([np.pad(p, ((0, 0), (0, dim - p.shape[1]))) for p in parts])
@@ -188,23 +181,17 @@ class PointsView(StreamView):
                         segs += [points[idx[a]], points[idx[b]]]
         return np.array(segs).reshape(-1, points.shape[1])
 
-    # ------------------------------------------------------------------ drawing
     def _redraw(self) -> None:
         cur = self._current()
         if cur is None:
             self.points = None
             self.shown_step = None
-            if self.mode == "2d":
-                self._draw_2d(np.zeros((0, 2)), [], [])
-            elif self.mode == "vispy":
-                self._draw_3d(np.zeros((0, 3)), [], [])
+            self._draw(np.zeros((0, 2)), [], [])
             return
         step, pts, groups, labels = cur
         self.points, self.groups, self.labels, self.shown_step = pts, groups, labels, step
         for g in groups:
             self.group_colour(g)
-        if self.mode is None:
-            self._choose_mode(pts.shape[1], pts)
         self.title_label.setText(f"<b>{html.escape(self.view.title)}</b> — step {step}")
         self.legend_label.setText(
             " ".join(
@@ -212,29 +199,56 @@ class PointsView(StreamView):
                 for g, c in self._group_colour.items()
             )
         )
-        self.legend_label.setVisible(self.mode == "vispy")
-        if self.mode == "vispy":
-            self._draw_3d(pts, groups, labels)
-        else:
-            self._draw_2d(self._project(pts), groups, labels)
+        self._draw(pts, groups, labels)
 
-    def _choose_mode(self, dim: int, pts: np.ndarray | None = None) -> None:
-        if dim == 3 and gl_available():
-            try:
-                self._make_canvas()
-                self.mode = "vispy"
+    def _draw(self, pts: np.ndarray, groups: list[str], labels: list[str]) -> None:
+        raise NotImplementedError
+
+
+class PointsView2D(PointsView):
+    """Points in a pyqtgraph scatter; 3-D points projected on their top two principal axes.
+
+    Parameters
+    ----------
+    note
+        Why 3-D points are shown in 2-D here (shown above the plot when 3-D points
+        arrive); the registry says, e.g. "OpenGL unavailable".
+    """
+
+    mode = "2d"
+
+    def __init__(
+        self,
+        view: ViewSpec,
+        streams: Mapping[str, Stream],
+        parent: QtWidgets.QWidget | None = None,
+        *,
+        note: str = "",
+    ) -> None:
+        super().__init__(view, streams, parent)
+        self.projection_note = note or "3-D points shown as a 2-D projection on their top two principal axes"
+        # Made at the first data, whose dimension and spread decide the axes.
+        self.plot: pg.PlotWidget | None = None
+        self._scatters: dict[str, pg.ScatterPlotItem] = {}
+        self._texts: list[pg.TextItem] = []
+        self._lines2d: pg.PlotDataItem | None = None
+        self._drawn2d: np.ndarray | None = None  # 2-D positions drawn (for hover)
+        self._legend_corner = 0
+        self._basis: np.ndarray | None = None
+
+    def _draw(self, pts: np.ndarray, groups: list[str], labels: list[str]) -> None:
+        if self.plot is None:
+            if not len(pts):
                 return
-            except Exception as exc:  # noqa: BLE001 - any GL/driver failure means: fall back
-                self.note.setText(f"3-D view unavailable ({type(exc).__name__}): showing a 2-D projection")
-        elif dim == 3:
-            self.note.setText(
-                "OpenGL unavailable: 3-D points shown as a 2-D projection on their top two principal axes"
-            )
+            self._make_plot(pts.shape[1], pts)
+        self._draw_2d(self._project(pts), groups, labels)
+
+    def _make_plot(self, dim: int, pts: np.ndarray) -> None:
+        self.note.setText(self.projection_note)
         self.note.setVisible(dim == 3)
-        self.mode = "2d"
         cols = self._axis_names()
         self.plot = style.make_plot("", "PC1" if dim == 3 else cols[0], "PC2" if dim == 3 else cols[1])
-        self.plot.getPlotItem().setAspectLocked(dim == 3 or pts is None or same_units(pts))
+        self.plot.getPlotItem().setAspectLocked(dim == 3 or same_units(pts))
         self._legend = style.add_legend(self.plot.getPlotItem())
         self.plot.getPlotItem().getViewBox().sigRangeChanged.connect(self._place_legend)
         self._holder_layout.addWidget(self.plot)
@@ -273,8 +287,8 @@ class PointsView(StreamView):
         self.hover.setText(self.label_near(p.x(), p.y(), radius))
 
     def _project(self, pts: np.ndarray) -> np.ndarray:
-        if pts.shape[1] == 2:
-            return pts
+        if pts.shape[1] == 2 or not len(pts):
+            return pts[:, :2]
         # Uncentred SVD keeps the origin (where classifier arrows start) at the origin;
         # signs are aligned with the previous basis so the picture does not flip.
         _, _, vt = np.linalg.svd(pts, full_matrices=False)
@@ -321,7 +335,29 @@ class PointsView(StreamView):
             else:
                 t.hide()
 
-    # ------------------------------------------------------------------ vispy
+
+class PointsView3D(PointsView):
+    """Points in a vispy scene (OpenGL) with a turntable camera, the legend as a line of text.
+
+    Building it raises when no OpenGL context can be made; the registry then falls back
+    to :class:`PointsView2D`.
+    """
+
+    mode = "vispy"
+
+    def __init__(
+        self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None
+    ) -> None:
+        super().__init__(view, streams, parent)
+        self._fit_scale = 0.0
+        self._make_canvas()
+        self.legend_label.setVisible(True)
+
+    def _draw(self, pts: np.ndarray, groups: list[str], labels: list[str]) -> None:
+        if pts.shape[1] < 3:  # 2-D points in a 3-D view lie in the z = 0 plane
+            pts = np.pad(pts, ((0, 0), (0, 3 - pts.shape[1])))
+        self._draw_3d(pts, groups, labels)
+
     def _make_canvas(self) -> None:
         from vispy import app as vispy_app
         from vispy import scene
@@ -379,8 +415,7 @@ class PointsView(StreamView):
 
     def _grab(self):  # noqa: ANN202 - QPixmap
         # QWidget.grab renders the QOpenGLWidget's framebuffer too; draw first so it is current.
-        if self.canvas is not None:
-            self.canvas.render()
+        self.canvas.render()
         return self.grab()
 
 

@@ -46,13 +46,13 @@ def model_m_coherence(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, chu
         return nn.functional.cross_entropy(logits, yi.unsqueeze(0))
 
     per_example = vmap(grad(loss_one), in_dims=(None, 0, 0))
-    total = None
+    total = torch.zeros((), dtype=torch.float64, device=x.device)  # broadcasts to n_params
     sq = torch.zeros((), dtype=torch.float64, device=x.device)
     for i in range(0, len(x), chunk):
         g = per_example(params, x[i : i + chunk], y[i : i + chunk])
         flat = torch.cat([v.reshape(v.shape[0], -1) for v in g.values()], 1).double()
         s = flat.sum(0)
-        total = s if total is None else total + s
+        total = total + s
         sq = sq + (flat * flat).sum()
     m = len(x)
     mean = total / m

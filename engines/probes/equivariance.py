@@ -169,8 +169,7 @@ def lie_derivative(
     def path(t: Tensor) -> Tensor:
         return act_out(-t, f(act_in(t, x)))
 
-    _, tangent = torch.func.jvp(path, (t0,), (torch.ones_like(t0),))
-    return tangent
+    return torch.func.jvp(path, (t0,), (torch.ones_like(t0),))[1]
 
 
 def point_rotation(A: Tensor) -> Callable[[Tensor, Tensor], Tensor]:

@@ -171,7 +171,6 @@ class HessianOperator:
             if loss.dim() != 0:
                 raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
             grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
-        self.loss = float(loss.detach())
         # Parameters the loss ignores, or on which it is linear, have a constant (or no)
         # gradient: their Hessian rows are zero and they are left out of the backward.
         self._live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
