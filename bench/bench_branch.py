@@ -74,6 +74,36 @@ def time_to_first_branch_frame(tmp: str) -> tuple:
     return "grokking-modular, branch at 25 from the checkpoint at 20", dt * 1e3
 
 
+def time_to_first_branch_frame_in_app(tmp: str) -> tuple:
+    """The app's *Branch from here*: from the call to the branch's first frame delivered to the views."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    os.environ["DYNLAB_RECORDINGS"] = os.path.join(tmp, "recs")
+    from PySide6 import QtCore, QtWidgets
+
+    from dynlab.ui.workspace import Workspace
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    parent = os.path.join(tmp, "parent-app.h5")
+    run = Run(presets.load("grokking-modular").with_overrides(steps=40), record=parent, checkpoint_every=10)
+    run.start().join()
+    run.close()
+    settings = QtCore.QSettings(os.path.join(tmp, "s.ini"), QtCore.QSettings.Format.IniFormat)
+    ws = Workspace(host="thread", settings=settings)
+    ws.resize(1200, 800)
+    ws.show()
+    ws.open_replay(parent)
+    ws.seek(24)
+    t0 = time.perf_counter()
+    ws.branch_from_here({"weight_decay": 0.0})
+    while "branch1" not in ws.last_values:
+        app.processEvents()
+        time.sleep(0.001)
+    dt = time.perf_counter() - t0
+    ws.close_sources()
+    ws.close()
+    return "the same, in the app (offscreen), to the first frame in the views", dt * 1e3
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--engines", default=",".join(HEAVIEST))
