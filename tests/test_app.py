@@ -167,21 +167,10 @@ def test_export_replay_mp4(window, qtbot, tmp_path):
     assert out.stat().st_size > 1000
 
 
-def test_record_error_asks_and_can_continue_unrecorded(window, qtbot, monkeypatch):
+def test_record_error_asks_and_can_continue_unrecorded(window, qtbot, failing_flush):
     from PySide6 import QtWidgets
 
-    from dynlab.recording import Recorder, RecordingError
-
-    real = Recorder.flush
-    calls = {"n": 0}
-
-    def flaky(self):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise RecordingError(f"writing {self.path} failed: [Errno 28] No space left on device")
-        return real(self)
-
-    monkeypatch.setattr(Recorder, "flush", flaky)
+    failing_flush(4)
     ws = running(window, qtbot)
     qtbot.waitUntil(lambda: "No space left" in ws.last_error, timeout=60_000)
     box = ws._dialog
