@@ -9,7 +9,7 @@
 #    Elsewhere it names what is missing and goes on.
 # 2. torch==2.13.0 from the CPU index (DYNLAB_TORCH_INDEX), unless this environment already
 #    has torch 2.13.0 (a CUDA build you installed first is kept). DYNLAB_TORCH_INDEX=
-#    (empty) takes torch from your default pip index instead.
+#    (empty), or an index it cannot reach, takes torch from your default pip index.
 # 3. pip install -e . (with the test extras for --test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,7 +60,11 @@ have_torch="$("$PYTHON" -c 'import importlib.metadata as m; print(m.version("tor
 if [[ "${have_torch%%+*}" == 2.13.0 ]]; then
   echo "setup.sh: keeping torch $have_torch"
 elif [[ -n "$TORCH_INDEX" ]]; then
-  "$PYTHON" -m pip install -q "torch==2.13.0" --index-url "$TORCH_INDEX"
+  # torch alone from the CPU index (its dependencies come from your default index with
+  # dynlab's below); one quick try, so a machine that cannot reach it (a mirror, no
+  # network) falls back to the default index instead of retrying for minutes.
+  "$PYTHON" -m pip install -q --no-deps --retries 0 --timeout 20 "torch==2.13.0" --index-url "$TORCH_INDEX" ||
+    echo "setup.sh: could not install torch from $TORCH_INDEX; taking torch from your default pip index"
 fi
 
 # --- 3. dynlab -----------------------------------------------------------------------

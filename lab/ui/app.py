@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from dynlab.qtcheck import ensure_display_libraries
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     win = MainWindow()
     win.show()
+    _close_on_signals(app)
     if args.open:
         win.open_preset(args.open, start=args.start)
     elif args.replay:
@@ -49,6 +51,26 @@ def main(argv: list[str] | None = None) -> int:
             if args.present:
                 win.toggle_presentation()
     return app.exec()
+
+
+def _close_on_signals(app) -> None:  # noqa: ANN001 - QApplication
+    """SIGTERM and SIGINT close every window (stopping their runs, closing recordings), then quit.
+
+    Killed with Python's default handlers, the app would leave its engine child processes
+    behind. Python runs a signal handler only between bytecodes, and Qt's event loop is C++:
+    a timer wakes the interpreter four times a second so the handler gets its turn.
+    """
+    from PySide6 import QtCore
+
+    def close_all(signum: int, frame: object) -> None:
+        app.closeAllWindows()
+        app.quit()
+
+    signal.signal(signal.SIGTERM, close_all)
+    signal.signal(signal.SIGINT, close_all)
+    timer = QtCore.QTimer(app)
+    timer.timeout.connect(lambda: None)
+    timer.start(250)
 
 
 if __name__ == "__main__":
