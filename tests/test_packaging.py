@@ -178,6 +178,15 @@ def test_installed_wheel_runs_outside_the_source_tree(built: dict[str, Path], tm
     assert (work / "q.h5").is_file()
     inspect = run(dynlab, "inspect", "q.h5")
     assert inspect.returncode == 0 and "quadratic" in inspect.stdout, inspect.stderr
+    # The public API from a script: `import dynlab` alone, h5py only once a recording is read.
+    api = run(
+        sys.executable,
+        "-c",
+        "import sys, dynlab; lazy = 'h5py' not in sys.modules\n"
+        "with dynlab.Recording('q.h5') as rec: print(lazy, rec.engine, rec.read('train_loss')[0].tolist())",
+    )
+    assert api.returncode == 0, api.stderr
+    assert api.stdout.strip().split(maxsplit=2) == ["True", "quadratic", str(list(range(20)))], api.stdout
 
     if "effective-step-size" in _source_presets():
         ess = run(dynlab, "run", "effective-step-size", "--steps", "5", "--quiet", "--device", "cpu")
