@@ -49,7 +49,12 @@ build_bundle() {
   fi
   [[ -f "$HERE/icons/png/dynlab-256.png" ]] || render_icons
   local t0=$SECONDS
-  "$PYTHON" -m PyInstaller --noconfirm --clean --log-level WARN \
+  # The spec analyses dynlab as installed (lab/ is dynlab, engines/ dynlab.engines, ...):
+  # a plain install tree of this checkout, not the editable install's folder mapping.
+  local site="$ROOT/build/pyinstaller/site"
+  rm -rf "$site"
+  "$PYTHON" -m pip install -q --no-deps --target "$site" "$ROOT"
+  DYNLAB_SITE="$site" "$PYTHON" -m PyInstaller --noconfirm --clean --log-level WARN \
     --distpath "$ROOT/dist" --workpath "$ROOT/build/pyinstaller" "$HERE/dynlab.spec"
   local secs=$((SECONDS - t0))
   # Smoke test of the bundle itself: the registry sees the engines, the presets are inside.

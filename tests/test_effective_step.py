@@ -10,14 +10,7 @@ from dynlab.engines.base import get_engine
 from dynlab.engines.effective_step import OPTIMIZERS, EffectiveStepEngine
 from dynlab.engines.spec import SpecError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The CI box has 2 cores shared with other tests; keep torch from oversubscribing.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def test_registered_and_labels() -> None:

@@ -14,13 +14,7 @@ from dynlab.engines.optim import SGDP, AdamP, project_radial
 adamp = pytest.importorskip("adamp")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: extra torch threads only add contention on the 2-core CI box.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 # --------------------------------------------------------------------------- helpers

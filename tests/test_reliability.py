@@ -4,54 +4,33 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import h5py
 import numpy as np
 import pytest
 
 from dynlab.frames import Event, Frame
-from dynlab.presets import parse
 from dynlab.recording import Recorder, Recording, RecordingError
 from dynlab.runner import Run
 
-PRESET = """
-format_version = 1
-engine = "quadratic"
-title = "t"
-summary = "s"
-paper = "p"
-[run]
-steps = {steps}
-device = "cpu"
-"""
+FOREVER = 100_000_000  # steps: the run outlives the test
 
 
-def preset(steps=100_000_000):
-    return parse(PRESET.format(steps=steps), path="q.toml", name="q")
+def _rows_on_disk(path) -> int:
+    """Rows of train_loss a reader sees in the file now (0 before its first flush)."""
+    try:
+        with Recording(path) as rec:
+            return rec.rows("train_loss")
+    except (OSError, KeyError, RecordingError):
+        return 0
 
 
-def wait_until(cond, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        time.sleep(0.005)
-
-
-def test_disk_full_pauses_reports_and_can_continue_unrecorded(tmp_path, monkeypatch):
+def test_disk_full_pauses_reports_and_can_continue_unrecorded(
+    tmp_path, failing_flush, make_preset, wait_until
+):
     """A write error mid-run: the run pauses with a record_error, the user may continue."""
-    calls = {"n": 0}
-    real = Recorder.flush
-
-    def flaky(self):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RecordingError(f"writing {self.path} failed: [Errno 28] No space left on device")
-        return real(self)
-
-    monkeypatch.setattr(Recorder, "flush", flaky)
-    run = Run(preset(), record=str(tmp_path / "full.h5"), flush_interval=0.05).start()
+    failing_flush(3)
+    run = Run(make_preset(steps=FOREVER), record=str(tmp_path / "full.h5"), flush_interval=0.05).start()
     got = []
     wait_until(
         lambda: (
@@ -71,11 +50,12 @@ def test_disk_full_pauses_reports_and_can_continue_unrecorded(tmp_path, monkeypa
     )
 
 
-def test_killed_engine_process_marks_the_run_failed_and_the_file_readable(tmp_path):
+def test_killed_engine_process_marks_the_run_failed_and_the_file_readable(tmp_path, make_preset, wait_until):
     path = tmp_path / "k.h5"
-    run = Run(preset(), record=str(path), host="process", flush_interval=0.1).start()
+    run = Run(make_preset(steps=FOREVER), record=str(path), host="process", flush_interval=0.1).start()
     wait_until(lambda: (run.drain(), run.step > 500)[1], timeout=120)
-    time.sleep(0.3)  # let at least one flush interval pass after step 500
+    # Rows reach the file at the next flush after step 500: wait until a reader sees them.
+    wait_until(lambda: (run.drain(), _rows_on_disk(path) > 300)[1], interval=0.05)
     os.kill(run._proc.pid, signal.SIGKILL)
     got = []
     wait_until(lambda: (got.extend(run.drain()), run.state == "failed")[1])
@@ -87,13 +67,13 @@ def test_killed_engine_process_marks_the_run_failed_and_the_file_readable(tmp_pa
         assert len(steps) > 300 and np.all(np.diff(steps) == 1)
 
 
-def test_replay_needs_only_the_data_not_the_engine(tmp_path):
+def test_replay_needs_only_the_data_not_the_engine(tmp_path, make_preset):
     """A recording from an engine this install lacks still replays (renamed engine)."""
     from dynlab.player import Player
     from dynlab.runner import run_headless
 
     path = tmp_path / "r.h5"
-    run_headless(preset(steps=50), record=str(path))
+    run_headless(make_preset(steps=50), record=str(path))
     with h5py.File(path, "r+") as f:
         f.attrs["engine"] = "an-engine-from-the-future"
         f.attrs["preset"] = f.attrs["preset"].replace(
@@ -113,17 +93,17 @@ def test_recorder_refuses_an_unwritable_place(tmp_path):
         Recorder(tmp_path / "x.h5", (), {})
 
 
-def test_open_recording_while_it_is_written(tmp_path):
+def test_open_recording_while_it_is_written(tmp_path, make_preset, wait_until):
     """SWMR: a reader sees rows appear while the writer keeps going."""
     path = tmp_path / "live.h5"
-    run = Run(preset(), record=str(path), flush_interval=0.05).start()
+    run = Run(make_preset(steps=FOREVER), record=str(path), flush_interval=0.05).start()
     wait_until(lambda: (run.drain(), run.step > 200)[1])
-    time.sleep(0.2)
+    wait_until(lambda: (run.drain(), _rows_on_disk(path) > 0)[1], interval=0.05)  # first flush
     with Recording(path) as rec:
         n1 = rec.rows("train_loss")
         assert n1 > 0 and rec.attrs["status"] == "recording"
     wait_until(lambda: (run.drain(), run.step > n1 + 500)[1])
-    time.sleep(0.2)
+    wait_until(lambda: (run.drain(), _rows_on_disk(path) > n1)[1], interval=0.05)  # a later flush
     with Recording(path) as rec:
-        assert rec.rows("train_loss") > n1
+        assert rec.attrs["status"] == "recording"
     run.close()

@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-import time
-
 import h5py
 import numpy as np
 import pytest
 
 from dynlab.engines.quadratic import Quadratic
 from dynlab.engines.spec import EngineSpec, Event, Frame, Param
-from dynlab.presets import parse
 from dynlab.recording import Recording
 from dynlab.runner import Run, run_headless
-
-PRESET = """
-format_version = 1
-engine = "{engine}"
-title = "t"
-summary = "s"
-paper = "p"
-[run]
-steps = {steps}
-seed = 3
-device = "cpu"
-[hyperparameters]
-{hp}
-"""
-
-
-def preset(engine="quadratic", steps=200, hp="lr = 0.1"):
-    return parse(PRESET.format(engine=engine, steps=steps, hp=hp), path=f"{engine}.toml", name=engine)
 
 
 class Faulty(Quadratic):
@@ -59,18 +38,9 @@ class Faulty(Quadratic):
             raise ValueError("poison too strong")
 
 
-def wait_until(cond, timeout=30.0):
-    """Condition wait for threads without Qt (polls quickly; never a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        time.sleep(0.002)
-
-
-def test_headless_run_records_every_step_and_replays_exactly(tmp_path):
+def test_headless_run_records_every_step_and_replays_exactly(tmp_path, make_preset):
     path = tmp_path / "r.h5"
-    run, items = run_headless(preset(steps=150), record=str(path))
+    run, items = run_headless(make_preset(steps=150), record=str(path))
     assert run.state == "finished"
     live = [it for it in items if isinstance(it, Frame)]
     assert [f.step for f in live] == list(range(150))
@@ -86,18 +56,18 @@ def test_headless_run_records_every_step_and_replays_exactly(tmp_path):
             np.testing.assert_array_equal(a.data[k], b.data[k])
 
 
-def test_same_seed_same_numbers_different_seed_different(tmp_path):
+def test_same_seed_same_numbers_different_seed_different(tmp_path, make_preset):
     def final(seed):
-        _, items = run_headless(preset(steps=20).with_overrides(seed=seed))
+        _, items = run_headless(make_preset(steps=20).with_overrides(seed=seed))
         return [f for f in items if isinstance(f, Frame)][-1].data["train_loss"]
 
     assert final(1) == final(1)
     assert final(1) != final(2)
 
 
-def test_live_set_applies_at_next_step_and_is_recorded(tmp_path):
+def test_live_set_applies_at_next_step_and_is_recorded(tmp_path, make_preset, wait_until):
     path = tmp_path / "r.h5"
-    run = Run(preset(steps=100), record=str(path), start_paused=True).start()
+    run = Run(make_preset(steps=100), record=str(path), start_paused=True).start()
     got: list = []
     run.single_step(5)
     wait_until(lambda: (got.extend(run.drain()), sum(isinstance(i, Frame) for i in got) == 5)[1])
@@ -118,8 +88,8 @@ def test_live_set_applies_at_next_step_and_is_recorded(tmp_path):
         assert rec.attrs["status"] == "stopped"
 
 
-def test_set_validation_errors_are_clear():
-    run = Run(preset(steps=5), start_paused=True).start()
+def test_set_validation_errors_are_clear(make_preset):
+    run = Run(make_preset(steps=5), start_paused=True).start()
     try:
         with pytest.raises(ValueError, match="lr = 20.0 is above its maximum 10.0"):
             run.set("lr", 20.0)
@@ -131,8 +101,8 @@ def test_set_validation_errors_are_clear():
         run.close()
 
 
-def test_pause_resume_stop(tmp_path):
-    run = Run(preset(steps=10**7)).start()
+def test_pause_resume_stop(tmp_path, make_preset, wait_until):
+    run = Run(make_preset(steps=10**7)).start()
     wait_until(lambda: (run.drain(), run.step > 10)[1])
     run.pause()
     wait_until(lambda: (run.drain(), run.state == "paused")[1])
@@ -145,9 +115,9 @@ def test_pause_resume_stop(tmp_path):
     assert run.state == "stopped"
 
 
-def test_engine_that_raises_fails_cleanly_and_recording_stays_readable(tmp_path):
+def test_engine_that_raises_fails_cleanly_and_recording_stays_readable(tmp_path, make_preset):
     path = tmp_path / "f.h5"
-    run, items = run_headless(preset("test-faulty", steps=50, hp="fail_at = 20"), record=str(path))
+    run, items = run_headless(make_preset("test-faulty", steps=50, hp="fail_at = 20"), record=str(path))
     assert run.state == "failed"
     failed = [e for e in items if isinstance(e, Event) and e.kind == "failed"]
     assert failed and "boom at step 20" in failed[0].payload["message"]
@@ -159,8 +129,8 @@ def test_engine_that_raises_fails_cleanly_and_recording_stays_readable(tmp_path)
         assert any(e.kind == "failed" for e in rec.events())
 
 
-def test_live_edit_that_makes_engine_raise_is_rolled_back_and_run_continues():
-    run = Run(preset("test-faulty", steps=10**7), start_paused=True).start()
+def test_live_edit_that_makes_engine_raise_is_rolled_back_and_run_continues(make_preset, wait_until):
+    run = Run(make_preset("test-faulty", steps=10**7), start_paused=True).start()
     got = []
     run.set("poison", 7.0)
     run.single_step(2)
@@ -171,9 +141,9 @@ def test_live_edit_that_makes_engine_raise_is_rolled_back_and_run_continues():
     assert run.params.get("poison", 0.0) == 0.0
 
 
-def test_divergence_is_caught_at_once_and_recorded(tmp_path):
+def test_divergence_is_caught_at_once_and_recorded(tmp_path, make_preset):
     path = tmp_path / "d.h5"
-    run, items = run_headless(preset(steps=5000, hp="lr = 0.5"), record=str(path))
+    run, items = run_headless(make_preset(steps=5000, hp="lr = 0.5"), record=str(path))
     assert run.state == "diverged"
     ev = [e for e in items if isinstance(e, Event) and e.kind == "diverged"]
     assert len(ev) == 1
@@ -185,24 +155,24 @@ def test_divergence_is_caught_at_once_and_recorded(tmp_path):
         assert [e.step for e in rec.events() if e.kind == "diverged"] == [ev[0].step]
 
 
-def test_divergence_pauses_when_asked():
-    run = Run(preset(steps=5000, hp="lr = 0.5"), on_diverge="pause").start()
+def test_divergence_pauses_when_asked(make_preset, wait_until):
+    run = Run(make_preset(steps=5000, hp="lr = 0.5"), on_diverge="pause").start()
     wait_until(lambda: (run.drain(), run.state == "diverged")[1])
     assert run.alive  # waiting for the user, not dead
     run.close()
 
 
-def test_unwritable_recording_reports_clearly(tmp_path):
+def test_unwritable_recording_reports_clearly(tmp_path, make_preset):
     bad = tmp_path / "no-such-dir" / "r.h5"
-    run, items = run_headless(preset(steps=5), record=str(bad))
+    run, items = run_headless(make_preset(steps=5), record=str(bad))
     assert run.state == "failed"
     msg = [e for e in items if isinstance(e, Event) and e.kind == "failed"][0].payload["message"]
     assert "cannot create recording" in msg and "no-such-dir" in msg
 
 
-def test_recording_is_self_describing_with_plain_h5py(tmp_path):
+def test_recording_is_self_describing_with_plain_h5py(tmp_path, make_preset):
     path = tmp_path / "r.h5"
-    run_headless(preset(steps=30), record=str(path))
+    run_headless(make_preset(steps=30), record=str(path))
     with h5py.File(path, "r") as f:
         for key in ("format_version", "engine", "preset", "seed", "device", "dynlab_version", "started_at"):
             assert key in f.attrs, key
@@ -219,9 +189,9 @@ def test_recording_is_self_describing_with_plain_h5py(tmp_path):
         assert kinds[0] == "start" and kinds[-1] == "end"
 
 
-def test_read_by_step_range_and_value_at(tmp_path):
+def test_read_by_step_range_and_value_at(tmp_path, make_preset):
     path = tmp_path / "r.h5"
-    run_headless(preset(steps=100), record=str(path))
+    run_headless(make_preset(steps=100), record=str(path))
     with Recording(path) as rec:
         steps, vals = rec.read("train_loss", 10, 20)
         assert list(steps) == list(range(10, 20)) and vals.shape == (10,)
@@ -231,10 +201,10 @@ def test_read_by_step_range_and_value_at(tmp_path):
 
 
 @pytest.mark.slow
-def test_process_host_matches_thread_host(tmp_path):
+def test_process_host_matches_thread_host(tmp_path, make_preset):
     a, b = tmp_path / "a.h5", tmp_path / "b.h5"
-    run_headless(preset(steps=50), record=str(a))
-    run, _ = run_headless(preset(steps=50), record=str(b), host="process")
+    run_headless(make_preset(steps=50), record=str(a))
+    run, _ = run_headless(make_preset(steps=50), record=str(b), host="process")
     assert run.state == "finished"
     with Recording(a) as ra, Recording(b) as rb:
         for fa, fb in zip(ra.frames(), rb.frames(), strict=True):
@@ -242,11 +212,11 @@ def test_process_host_matches_thread_host(tmp_path):
                 np.testing.assert_array_equal(fa.data[k], fb.data[k])
 
 
-def test_player_pushes_the_same_frames_and_events(tmp_path):
+def test_player_pushes_the_same_frames_and_events(tmp_path, make_preset, wait_until):
     from dynlab.player import Player
 
     path = tmp_path / "p.h5"
-    run = Run(preset(steps=60), record=str(path), start_paused=True).start()
+    run = Run(make_preset(steps=60), record=str(path), start_paused=True).start()
     live = []
     run.single_step(30)
     wait_until(lambda: (live.extend(run.drain()), sum(isinstance(i, Frame) for i in live) == 30)[1])

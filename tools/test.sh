@@ -1,27 +1,31 @@
 #!/usr/bin/env bash
-# Install what the tests need (system libraries for Qt/OpenGL, Python packages) and run
-# the whole test suite. README and .ci/run both call exactly this.
+# Install what the tests need and run every check CI runs: ruff (lint and format), the
+# import contracts, mypy and the whole pytest suite. README and .ci/run both call exactly
+# this; extra arguments go to pytest (e.g. -m "not slow").
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python}"
 
-# Debian packages: Xvfb + Mesa for vispy's OpenGL, and the xcb libraries Qt loads.
-pkgs=(xvfb xauth libgl1-mesa-dri libegl1 libgl1 libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4
-      libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0 libxcb-randr0 libxcb-render-util0
-      libxcb-image0 libxcb-xfixes0 libdbus-1-3 libfontconfig1 libxkbcommon0)
-missing=()
-for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if ((${#missing[@]})); then
-  echo "installing system packages: ${missing[*]}"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+# System libraries for Qt and Xvfb/Mesa for OpenGL (only those missing), torch==2.13.0
+# (CPU build unless one is already installed), then `pip install -e ".[test]"`.
+bash tools/setup.sh --test
 
-# torch==2.13.0 is pinned in pyproject; on this project's machines it resolves to the CPU build.
-python -m pip install -q -e ".[test]"
+dirs=(lab engines views tests bench tools)
+"$PYTHON" -m ruff check "${dirs[@]}"
+"$PYTHON" -m ruff format --check "${dirs[@]}"
 
-python -m ruff check lab engines views tests bench
-lint-imports
+# import-linter reads the import graph from installed files, and an editable install of a
+# package-dir mapping (lab/ -> dynlab) has none: check the contracts against a real
+# install tree of this checkout instead.
+tree="$(mktemp -d)"
+trap 'rm -rf "$tree"' EXIT
+"$PYTHON" -m pip install -q --no-deps --target "$tree" .
+(cd "$tree" && PYTHONPATH="$tree" "$PYTHON" -c \
+  'import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())' \
+  --no-logo --no-cache "$OLDPWD/pyproject.toml")
+
+# The engines and the Qt-free lab are type-checked ([tool.mypy] in pyproject.toml).
+"$PYTHON" -m mypy engines lab --exclude lab/ui
 
 export QT_QPA_PLATFORM=offscreen
-python -m pytest -q -p no:cacheprovider "$@"
+"$PYTHON" -m pytest -q -p no:cacheprovider "$@"

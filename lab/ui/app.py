@@ -9,14 +9,23 @@ import socket
 import sys
 from typing import Any
 
+from dynlab.qtcheck import ensure_display_libraries
+
+# Exit status when the display cannot be used (as for a usage error): Qt itself would abort (134).
+EXIT_NO_DISPLAY = 2
+
 
 def main(argv: list[str] | None = None) -> int:
+    """Open the main window; return the Qt event loop's exit status, or 2 without a usable display."""
     p = argparse.ArgumentParser(prog="dynlab")
     p.add_argument("--open", metavar="PRESET")
     p.add_argument("--start", action="store_true")
     p.add_argument("--replay", metavar="FILE")
     p.add_argument("--present", action="store_true")
     args = p.parse_args(argv or [])
+    # Before anything imports Qt: a missing X11 library would make Qt abort with a wrong hint.
+    if not ensure_display_libraries():
+        return EXIT_NO_DISPLAY
 
     import pyqtgraph as pg
     from PySide6 import QtWidgets

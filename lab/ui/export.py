@@ -51,6 +51,9 @@ def export_replay_mp4(
             for v in workspace.views:
                 v.set_cursor(player.cursor)
                 v.refresh()
+            # The plots' scenes apply item changes from posted events; without them the grab
+            # shows the picture from before this step (the whole video was one still frame).
+            QtCore.QCoreApplication.sendPostedEvents()
             writer.append_data(grab_rgb(target))
             written += 1
             if progress is not None and progress(i + 1, len(steps)) is False:

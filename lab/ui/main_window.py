@@ -414,6 +414,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 - Qt API
         self.workspace.close_sources()
+        for dialog in self.findChildren(QtWidgets.QDialog):  # an open error box goes with its window
+            dialog.close()
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
         self.settings.setValue("workspace/splitter", self.workspace.splitter.saveState())
