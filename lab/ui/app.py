@@ -87,6 +87,8 @@ def quit_on_signals(app: Any) -> None:
     closing = []
 
     def close_all(code: int) -> None:
+        # Closing the last window would quit with status 0 first: the signal's status must win.
+        app.setQuitOnLastWindowClosed(False)
         app.closeAllWindows()  # MainWindow.closeEvent stops runs and closes recordings
         app.exit(code)
 
