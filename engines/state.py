@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -179,7 +179,8 @@ def capture(engine: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             continue
         col.add(name, getattr(engine, name), seen)
     col.arrays["__rng__/torch"] = torch.get_rng_state().numpy().copy()
-    np_state = np.random.get_state()
+    # The global RandomState is an MT19937: legacy get_state() is always the 5-tuple.
+    np_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))
     col.arrays["__rng__/numpy_keys"] = np.asarray(np_state[1]).copy()
     col.meta["__rng__"] = {
         "numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
@@ -274,9 +275,9 @@ def _restore(
         gen.set_state(torch.from_numpy(np.asarray(arrays[path], dtype=np.uint8).copy()))
         return gen
     if kind == "numpy_generator":
-        gen = current if isinstance(current, np.random.Generator) else np.random.default_rng()
-        gen.bit_generator.state = _from_json(m["state"])
-        return gen
+        rng = current if isinstance(current, np.random.Generator) else np.random.default_rng()
+        rng.bit_generator.state = _from_json(m["state"])
+        return rng
     if kind == "random_state":
         rs = current if isinstance(current, np.random.RandomState) else np.random.RandomState()
         rs.set_state(
@@ -301,13 +302,13 @@ def _restore(
             return current
         return tuple(out) if m["tuple"] else out
     if kind == "dict":
-        cur = current if isinstance(current, dict) else {}
-        out = {k: _restore(engine, cur.get(k), f"{path}[{k}]", arrays, meta) for k in m["keys"]}
+        old = current if isinstance(current, dict) else {}
+        new = {k: _restore(engine, old.get(k), f"{path}[{k}]", arrays, meta) for k in m["keys"]}
         if isinstance(current, dict):
             current.clear()
-            current.update(out)
+            current.update(new)
             return current
-        return out
+        return new
     if kind == "keep":
         return current
     if kind == "object":

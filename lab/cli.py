@@ -222,7 +222,8 @@ class _Stopper:
     Ctrl-C, or a SIGTERM not obeyed within ``TERM_GRACE`` seconds, ends it by force."""
 
     def __init__(self, run: Any) -> None:
-        self.run, self.sig, self.count = run, None, 0
+        self.run, self.count = run, 0
+        self.sig: int | None = None
         self.deadline: float | None = None
         self.forced = False
 
@@ -383,8 +384,8 @@ def _run(args: argparse.Namespace) -> int:
             forced_status = _force_end(run, args.record)
     finally:
         bar.close()
-        for s, h in old.items():
-            signal.signal(s, h)
+        for sig, h in old.items():
+            signal.signal(sig, h)
     state = run.state
     streams = {s.name: s for s in run.streams}
     wanted = [s for s in args.print_streams.split(",") if s] or [
@@ -546,7 +547,7 @@ def _inspect(args: argparse.Namespace) -> int:
                 "steps": list(rng) if rng else None,
                 "labels": list(s.labels or s.rows),
             }
-            if s.kind in ("scalar", "vector") and rec.rows(name):
+            if s.kind in ("scalar", "vector") and rng is not None:  # None: no rows
                 _, v = rec.read(name, rng[1], rng[1] + 1)
                 info["streams"][name]["last"] = np.ravel(v[-1]).tolist()
     if args.json:
@@ -580,13 +581,13 @@ def _inspect(args: argparse.Namespace) -> int:
     print(c(f"  hyperparameters  {hp}"))
     print(f"  streams ({len(info['streams'])}):")
     for name, s in info["streams"].items():
-        rng = f"steps {s['steps'][0]}..{s['steps'][1]}" if s["steps"] else "empty"
+        span = f"steps {s['steps'][0]}..{s['steps'][1]}" if s["steps"] else "empty"
         shape = "x".join(map(str, s["shape"])) or "scalar"
         labels = f"  [{', '.join(s['labels'])}]" if s["labels"] and len(s["labels"]) <= 8 else ""
         last = ""
         if "last" in s:
             last = "  last " + ", ".join(_fmt(x) for x in s["last"][:6])
-        print(c(f"    {name:<24} {s['kind']:<9} {shape:<8} {s['rows']:>7} rows  {rng}{labels}{last}"))
+        print(c(f"    {name:<24} {s['kind']:<9} {shape:<8} {s['rows']:>7} rows  {span}{labels}{last}"))
     print(f"  events ({info['event_count']}):")
     for e in info["events"][:50]:
         payload = {k: v for k, v in e["payload"].items() if k != "traceback"}

@@ -197,7 +197,7 @@ def parse(text: str, *, name: str = "<preset>", path: str = "<preset>", check_en
             raise err(f"{where}.streams", "expected a non-empty list of stream names")
         if v.get("kind", "") and v["kind"] not in VIEW_KINDS:
             raise err(f"{where}.kind", f"expected one of {', '.join(VIEW_KINDS)}, got {v['kind']!r}")
-        fields = {k: tuple(val) if _VIEW_KEYS[k] is list else val for k, val in v.items()}
+        fields: dict[str, Any] = {k: tuple(val) if _VIEW_KEYS[k] is list else val for k, val in v.items()}
         fields.setdefault("title", ", ".join(v["streams"]))
         views.append(ViewSpec(**fields))
 

@@ -193,11 +193,11 @@ class Recorder:
         try:
             _check_existing(p, overwrite)
             try:
-                self._f = h5py.File(self.path, "w", libver="latest")
+                f = self._f = h5py.File(self.path, "w", libver="latest")
             except OSError as exc:
                 raise RecordingError(f"cannot create recording {self.path}: {exc}") from None
-            self._init_file(streams, meta)
-            self._maybe_swmr()
+            self._init_file(f, streams, meta)
+            self._maybe_swmr(f)
         except BaseException as exc:
             created = self._f is not None
             if self._f is not None:
@@ -214,8 +214,7 @@ class Recorder:
             raise
         _OPEN.add(self)
 
-    def _init_file(self, streams: Sequence[Stream], meta: Mapping[str, Any]) -> None:
-        f = self._f
+    def _init_file(self, f: h5py.File, streams: Sequence[Stream], meta: Mapping[str, Any]) -> None:
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["dynlab_version"] = __version__
         f.attrs["started_at"] = datetime.now(UTC).isoformat(timespec="seconds")
@@ -239,8 +238,9 @@ class Recorder:
                 vals = getattr(s, attr)
                 if vals:
                     sg.attrs.create(attr, np.array(vals, dtype=object), dtype=_STR)
-            if self._known_shape(s) is not None:
-                self._create(s, self._known_shape(s))
+            shape = self._known_shape(s)
+            if shape is not None:
+                self._create(f, s, shape)
         e = f.create_group("events")
         e.attrs["description"] = "One row per event: live changes, pauses, phases, warnings, divergence, end."
         for name, dt in (("step", "i8"), ("time", "f8"), ("kind", _STR), ("payload", _STR)):
@@ -253,8 +253,8 @@ class Recorder:
             return None
         return tuple(s.shape)
 
-    def _create(self, s: Stream, shape: tuple[int, ...]) -> None:
-        sg = self._f["streams"][s.name]
+    def _create(self, f: h5py.File, s: Stream, shape: tuple[int, ...]) -> None:
+        sg = f["streams"][s.name]
         row = int(np.prod(shape)) if shape else 1
         rows = max(1, min(4096, (1 << 16) // max(row, 1)))
         # Compression pays for wide rows (spectra, heatmaps); scalars stay raw for speed.
@@ -265,16 +265,17 @@ class Recorder:
         )
         sg["value"].attrs["shape_per_step"] = np.array(shape, dtype="i8")
 
-    def _maybe_swmr(self) -> None:
-        if not self._swmr and all("value" in self._f["streams"][n] for n in self._streams):
-            self._f.swmr_mode = True
+    def _maybe_swmr(self, f: h5py.File) -> None:
+        if not self._swmr and all("value" in f["streams"][n] for n in self._streams):
+            f.swmr_mode = True
             self._swmr = True
 
-    def _check_open(self) -> None:
+    def _check_open(self) -> h5py.File:
         if self.error is not None:
             raise self.error
         if self._f is None:
             raise RecordingError(f"writing {self.path} failed: the recording is closed")
+        return self._f
 
     def write(self, frame: Frame) -> None:
         """Queue one frame; appends happen at the flush interval."""
@@ -347,7 +348,7 @@ class Recorder:
                         continue
                     sg = f["streams"][name]
                     if "value" not in sg:
-                        self._create(self._streams[name], rows[0][1].shape)
+                        self._create(f, self._streams[name], rows[0][1].shape)
                     steps = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
                     values = np.stack([r[1] for r in rows]).astype(np.float64, copy=False)
                     ds, vs = sg["step"], sg["value"]
@@ -358,7 +359,7 @@ class Recorder:
                     ds.resize((n + len(rows),))
                     ds[n:] = steps
                     rows.clear()
-                self._maybe_swmr()
+                self._maybe_swmr(f)
                 if self._pending_events:
                     e = f["events"]
                     evs = self._pending_events
@@ -381,11 +382,11 @@ class Recorder:
     def checkpoint(self, step: int, arrays: Mapping[str, np.ndarray], state: Mapping[str, Any]) -> int:
         """Store the engine's state at ``step`` (pending rows are written first); return its bytes."""
         with self._lock:
-            self._check_open()
+            f = self._check_open()
             self.flush()
             try:
-                n = checkpoint.append(self._f, step, arrays, state)
-                self._f.flush()
+                n = checkpoint.append(f, step, arrays, state)
+                f.flush()
             except (OSError, ValueError, TypeError) as exc:
                 raise RecordingError(f"writing a checkpoint to {self.path} failed: {exc}") from None
             return n

@@ -13,12 +13,12 @@ import json
 from bisect import bisect_right
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import h5py
 import numpy as np
 
-from dynlab.frames import STREAM_KINDS, Event, Frame, Stream
+from dynlab.frames import STREAM_KINDS, Event, Frame, Stream, StreamKind
 from dynlab.h5safe import (
     RecordingError,
     check_dataset,
@@ -181,7 +181,7 @@ class Recording:
         try:
             self._streams[name] = Stream(
                 name,
-                kind,
+                cast(StreamKind, kind),  # checked against STREAM_KINDS above
                 shape,
                 units=text(a.get("units", "")),
                 description=text(a.get("description", "")),
@@ -379,8 +379,8 @@ class Recording:
                 idx: np.ndarray | slice = slice(0, n)
                 count = n
             elif self._events_sorted:
-                i = 0 if start is None else self._event_index(start - 1)
-                j = n if stop is None else self._event_index(stop - 1)
+                i = 0 if start is None else self._event_index(e["step"], start - 1)
+                j = n if stop is None else self._event_index(e["step"], stop - 1)
                 idx, count = slice(i, max(i, j)), max(0, j - i)
             else:
                 if n > MAX_EVENTS:
@@ -416,8 +416,7 @@ class Recording:
             )
         return out
 
-    def _event_index(self, step: int) -> int:
-        ds = self._events["step"]
+    def _event_index(self, ds: h5py.Dataset, step: int) -> int:
         lo, hi = 0, self._event_count
         while hi - lo > 4096:
             mid = (lo + hi) // 2
@@ -515,7 +514,9 @@ def check_order(ds: h5py.Dataset, n: int, where: str) -> tuple[int, int]:
             f"{where}: steps are {what} (row {k:,}: step {b} after {a}); refused. "
             "`dynlab inspect --repair FILE` sorts them, keeping the last row written for a repeated step"
         )
-    return int(first), int(prev)
+    if first is None or prev is None:  # callers check only streams with rows
+        raise ValueError(f"{where}: no steps to check")
+    return first, prev
 
 
 def text(x: Any) -> str:

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dynlab.engines.spec import Event, Frame, Param, SpecError, Stream
+from dynlab.engines.spec import EngineSpec, Event, Frame, Param, SpecError, Stream
 from dynlab.presets import Preset
 from dynlab.source import Control, Item, Ready, RunState, Status, UnsupportedControl
 from dynlab.worker import RunConfig, Worker, work
@@ -132,7 +132,7 @@ class Run:
             checkpoint_every=checkpoint_every,
             branch=branch,
         )
-        self._spec = None
+        self._spec: EngineSpec | None = None
         self.state = RunState.IDLE
         self.step = 0
         self.steps_per_second = 0.0
@@ -251,7 +251,7 @@ class Run:
         return self.spec.param(name)
 
     @property
-    def spec(self):  # noqa: ANN201 - EngineSpec; imported lazily (torch)
+    def spec(self) -> EngineSpec:  # the registry is imported lazily (torch)
         if self._spec is None:
             from dynlab.engines.base import get_engine
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import queue
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,7 +126,7 @@ class Worker:
         self._next_step_at = 0.0  # pace: when the next step may start
         self._done = False
         self.checkpoint_every = 0
-        self._handlers = {
+        self._handlers: dict[str, Callable[..., None]] = {
             "pause": self._on_pause,
             "resume": self._on_resume,
             "step": self._on_step,
