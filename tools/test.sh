@@ -25,7 +25,7 @@ trap 'rm -rf "$tree"' EXIT
   --no-logo --no-cache "$OLDPWD/pyproject.toml")
 
 # The engines and the Qt-free lab are type-checked ([tool.mypy] in pyproject.toml).
-"$PYTHON" -m mypy engines lab --exclude lab/ui
+PYTHON="$PYTHON" bash tools/typecheck.sh
 
 export QT_QPA_PLATFORM=offscreen
 "$PYTHON" -m pytest -q -p no:cacheprovider "$@"
