@@ -44,7 +44,7 @@ class BranchStart:
 
 def prepare(parent: str, at: int) -> tuple[Preset, BranchStart]:
     """The parent's preset (its starting hyperparameters and seed) and a verified :class:`BranchStart`."""
-    path = str(Path(parent))
+    path = str(Path(parent).resolve())
     if not Path(path).is_file():
         raise BranchError(f"parent recording {path} does not exist")
     try:

@@ -289,7 +289,7 @@ def _branch_start(args: argparse.Namespace) -> tuple[Any, Any]:
         param = spec.param(name)
         if not param.live:
             raise CliError(f"--set {name}: not a live hyperparameter, so a branch cannot change it mid-run")
-        start.sets[name] = param.coerce(value)
+        start.sets[name] = param.coerce(value, where="--set", from_text=True)
     where = (
         f"the checkpoint at step {start.checkpoint_step}"
         if start.checkpoint_step is not None

@@ -160,3 +160,24 @@ def test_checkpoint_holds_no_pickle_only_numeric_arrays(tmp_path):
         assert f["checkpoints/data"].dtype == np.uint8
         idx = json.loads(f["checkpoints/index"][0])
         assert all(d in ("<f8", "<f4", "<i8", "|u1", "<u4", "|b1") for d, *_ in idx["arrays"].values())
+
+
+def test_cli_branch_records_from_the_step_with_the_edit_and_refuses_bad_calls(tmp_path, capsys):
+    from dynlab.cli import main
+
+    parent = _parent(tmp_path)
+    out = tmp_path / "b.h5"
+    assert (
+        main(["run", "--from", parent, "--at", "40", "--set", "lr=0.05", "--record", str(out), "--quiet"])
+        == 0
+    )
+    assert "from the checkpoint at step 40" in capsys.readouterr().err
+    with Recording(str(out)) as rec:
+        assert rec.step_range("train_loss") == (40, 59)
+        sets = [e for e in rec.events() if e.kind == "set"]
+        assert [(e.step, e.payload["new"]) for e in sets] == [(40, 0.05)]
+    assert main(["run", "--from", parent, "--at", "40", "--set", "dim=3"]) == 2
+    assert "not a live hyperparameter" in capsys.readouterr().err
+    assert main(["run", "--from", parent, "--at", "40", "--record", parent, "--overwrite"]) == 2
+    assert "never modifies its parent" in capsys.readouterr().err
+    assert main(["run", "quadratic", "--at", "3"]) == 2
