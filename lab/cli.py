@@ -8,6 +8,7 @@
     dynlab run PRESET [...]     train headless, optionally recording
     dynlab inspect FILE         what a recording holds
     dynlab install-desktop      add dynlab to the application menu
+    dynlab live                 running scripts that call dynlab.watch (set/pause/resume/stop NAME)
 
 Errors are one line on stderr and a non-zero exit; ``--debug`` shows tracebacks.
 """
@@ -65,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("replay", help="open the app replaying a recording")
     rp.add_argument("file")
     rp.add_argument("--present", action="store_true", help="presentation mode")
+    from dynlab.watching import client as watching  # dynlab live / set / pause / resume / stop
+
+    watching.add_parsers(sub)
     return p
 
 
@@ -81,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "run": _run,
             "inspect": _inspect,
             "install-desktop": _install_desktop,
+            **dict.fromkeys(("live", "set", "pause", "resume", "stop"), _watching),
         }[args.command](args)
     except KeyboardInterrupt:
         print("dynlab: interrupted", file=sys.stderr)
@@ -100,6 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(prefix + str(exc), file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, known) else EXIT_FAILED
+
+
+def _watching(args: argparse.Namespace) -> int:
+    from dynlab.watching.client import main as watching_main
+
+    return watching_main(args)
 
 
 def gui_main(argv: Sequence[str] | None = None) -> int:

@@ -202,6 +202,25 @@ class Workspace(QtWidgets.QWidget):
         self.seek(player.last)  # open on the full picture; Space plays from the start
         self.timer.start()
 
+    def open_source(self, src: Source, views: Sequence[ViewSpec] | None = None, title: str = "") -> None:
+        """Show any source (an attached script...) through the same views.
+
+        ``views`` are built at once when the source already knows its streams; otherwise
+        (and when ``None``) every stream gets a view when the source is ready.
+        """
+        self.close_sources()
+        self._clear_views()
+        self.preset = None
+        self.overrides = {}
+        self._param_specs = {}
+        self.header.setText(f"<b style='font-size:13pt'>{html.escape(title or src.label or 'Attached run')}</b>")
+        self.placeholder.setText("Waiting for the first step…")
+        self._add_source("", src)
+        if views and src.streams:
+            self._build_views(views, {s.name: s for s in src.streams})
+        self._tick()
+        self.timer.start()
+
     # ------------------------------------------------------------------ sources
     def _add_source(self, run_id: str, src: Source) -> None:
         self.sources[run_id] = src
