@@ -175,6 +175,8 @@ class StepProbes:
         self._prev: list[Tensor] = []
         self._prev_norm = np.zeros(0)
         self.device = self._all[0].device
+        # Norms accumulate in float32 at least (half-precision weights), float64 for float64 models.
+        self._dtype = torch.float64 if any(p.dtype == torch.float64 for p in self._all) else torch.float32
         self._track(self.layers)
 
     def _track(self, names: list[str]) -> None:
@@ -288,11 +290,12 @@ class StepProbes:
             grads = [p.grad for p in self._all]
             present = [g for g in grads if g is not None and not g.is_sparse]
             self._missing = [i for i, g in enumerate(grads) if g is None or g.is_sparse]
-            # _foreach kernels: one launch per list on CUDA; norms accumulate in float32.
-            gn = list(torch._foreach_norm(present, 2, dtype=torch.float32)) if present else []
-            wn = list(torch._foreach_norm(self._w, 2, dtype=torch.float32))
+            # _foreach kernels: one launch per list on CUDA.
+            dt = self._dtype
+            gn = list(torch._foreach_norm(present, 2, dtype=dt)) if present else []
+            wn = list(torch._foreach_norm(self._w, 2, dtype=dt))
             diff = torch._foreach_sub(self._w, self._prev)
-            dn = list(torch._foreach_norm(diff, 2, dtype=torch.float32))
+            dn = list(torch._foreach_norm(diff, 2, dtype=dt))
             torch._foreach_copy_(self._prev, self._w)
             self._n_grads = len(gn)
             dev = self.device

@@ -649,7 +649,7 @@ class WatchSession:
         """Plain-data status for ``dynlab live`` and the app."""
         groups = self.optimizer.param_groups if self.optimizer is not None else []
         return {
-            "id": self._server.session_id if self._server else "",
+            "session_id": self._server.session_id if self._server else "",
             "name": self.name,
             "pid": os.getpid(),
             "state": self.state.value,
