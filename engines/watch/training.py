@@ -16,6 +16,7 @@ and RMSNorm only when the layer has no bias).
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -115,7 +116,12 @@ def to_host(tensors: Sequence[Any]) -> list[np.ndarray]:
     for i, t in enumerate(tensors):
         if isinstance(t, Tensor):
             if t.device.type == "cpu":
-                out[i] = t.detach().to(torch.float64).numpy()
+                if t.dim() == 0:
+                    out[i] = np.array(t.item(), dtype=np.float64)
+                elif t.dtype in (torch.float32, torch.float64):
+                    out[i] = t.detach().numpy().astype(np.float64)  # a copy: the tensor may change later
+                else:
+                    out[i] = t.detach().to(torch.float64).numpy()
             else:
                 by_device.setdefault(t.device, []).append(i)
         else:
@@ -177,14 +183,27 @@ class StepProbes:
         self.device = self._all[0].device
         # Norms accumulate in float32 at least (half-precision weights), float64 for float64 models.
         self._dtype = torch.float64 if any(p.dtype == torch.float64 for p in self._all) else torch.float32
+        self._numpy = self.device.type == "cpu" and all(
+            p.dtype in (torch.float32, torch.float64) and p.layout == torch.strided and p.is_contiguous()
+            for p in self._all
+        )
+        self._si_pos = np.zeros(0, dtype=np.int64)
+        self._si_group: list[int | None] = []
+        self._missing: list[int] = []
         self._track(self.layers)
 
     def _track(self, names: list[str]) -> None:
         # Detached aliases share storage with the parameters, so they stay current as the
         # optimizer updates in place; the copies hold the weights of the previous step.
-        self._w = [self._named[n].detach() for n in names]
+        self._tracked = [self._named[n] for n in names]
+        self._w = [p.detach() for p in self._tracked]
         with torch.no_grad():
             self._prev = [w.clone() for w in self._w]
+        if self._numpy:
+            self._ptrs = [p.data_ptr() for p in self._tracked]
+            self._w_np = [w.numpy().reshape(-1) for w in self._w]
+            self._prev_np = [w.numpy().reshape(-1) for w in self._prev]
+            self._diff_np = [np.empty_like(w) for w in self._w_np]
         self._prev_norm = np.array([float(torch.linalg.vector_norm(w)) for w in self._prev])
         index = {id(p): i for i, p in enumerate(self._all)}
         self._layer_idx = np.array([index[id(self._named[n])] for n in names], dtype=np.int64)
@@ -285,51 +304,100 @@ class StepProbes:
 
     # ------------------------------------------------------------------ per step
     def device_tensors(self) -> list[Tensor]:
-        """This step's measurements as device tensors (for :func:`to_host`); updates the previous weights."""
+        """Start this step's measurements; device tensors to bring to the host with :func:`to_host`.
+
+        On CPU (float32/float64 weights) the norms are taken at once through numpy views of
+        the same memory (a BLAS dot is a few hundred nanoseconds where a torch call costs
+        microseconds of dispatch) and nothing is returned; on an accelerator, ``_foreach``
+        kernels (one launch per list) fill one tensor that travels with the user's values.
+        """
         with torch.no_grad():
+            if self._numpy:
+                self._norms = self._numpy_norms()
+                return []
             grads = [p.grad for p in self._all]
             present = [g for g in grads if g is not None and not g.is_sparse]
             self._missing = [i for i, g in enumerate(grads) if g is None or g.is_sparse]
-            # _foreach kernels: one launch per list on CUDA.
             dt = self._dtype
             gn = list(torch._foreach_norm(present, 2, dtype=dt)) if present else []
             wn = list(torch._foreach_norm(self._w, 2, dtype=dt))
             diff = torch._foreach_sub(self._w, self._prev)
             dn = list(torch._foreach_norm(diff, 2, dtype=dt))
             torch._foreach_copy_(self._prev, self._w)
-            self._n_grads = len(gn)
             dev = self.device
             parts = [t if t.device == dev else t.to(dev, non_blocking=True) for t in gn + wn + dn]
             return [torch.stack(parts)]
 
-    def finish(self, host: np.ndarray) -> dict[str, np.ndarray]:
-        """Turn the host copy of :meth:`device_tensors` into this step's stream values."""
-        k, n = self._n_grads, len(self._w)
-        gn_present, wn, dn = host[:k], host[k : k + n], host[k + n : k + 2 * n]
-        gn_all = np.full(len(self._all), np.nan)
-        keep = np.ones(len(self._all), bool)
-        keep[self._missing] = False
-        gn_all[keep] = gn_present
+    def _numpy_norms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if [p.data_ptr() for p in self._tracked] != self._ptrs:  # a parameter was re-allocated
+            self._track(self.layers)
+        # Two or three numpy calls per tensor: this runs at every step.
+        gn = np.empty(len(self._all))
+        for i, p in enumerate(self._all):
+            g = p.grad
+            if g is None or g.is_sparse:
+                gn[i] = np.nan
+            else:
+                a = g.detach().numpy() if g.requires_grad else g.numpy()
+                gn[i] = np.vdot(a, a)
+        n = len(self._w_np)
+        wn, dn = np.empty(n), np.empty(n)
+        vdot, subtract, copyto = np.vdot, np.subtract, np.copyto
+        for i, (w, prev, diff) in enumerate(zip(self._w_np, self._prev_np, self._diff_np)):
+            wn[i] = vdot(w, w)
+            subtract(w, prev, out=diff)
+            dn[i] = vdot(diff, diff)
+            copyto(prev, w)
+        return np.sqrt(gn, out=gn), np.sqrt(wn, out=wn), np.sqrt(dn, out=dn)
+
+    def finish(self, host: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """This step's stream values, from the host copies of :meth:`device_tensors`."""
+        if self._numpy:
+            gn_all, wn, dn = self._norms
+        else:
+            flat = host[0]
+            k, n = len(self._all) - len(self._missing), len(self._w)
+            wn, dn = flat[k : k + n], flat[k + n : k + 2 * n]
+            if self._missing:
+                gn_all = np.full(len(self._all), np.nan)
+                keep = np.ones(len(self._all), bool)
+                keep[self._missing] = False
+                gn_all[keep] = flat[:k]
+            else:
+                gn_all = flat[:k]
         out: dict[str, np.ndarray] = {}
-        lrs = np.zeros(0)
-        if self.optimizer is not None:
-            lrs = np.array([_number(g.get("lr", np.nan)) for g in self.optimizer.param_groups])
-            out["lr"] = lrs[0] if lrs.size == 1 else lrs
-        out["grad_norm"] = np.array(np.sqrt(np.nansum(gn_all**2)) if keep.any() else np.nan)
+        groups = self.optimizer.param_groups if self.optimizer is not None else ()
+        lrs = [_number(g["lr"]) if "lr" in g else math.nan for g in groups]
+        if len(lrs) == 1:
+            out["lr"] = np.array(lrs[0])
+        elif lrs:
+            out["lr"] = np.array(lrs)
+        total = float(gn_all @ gn_all)
+        out["grad_norm"] = np.array(
+            math.sqrt(total) if total == total else _nan_norm(gn_all)
+        )  # NaN: a grad is missing
         out["grad_norm_layer"] = gn_all[self._layer_idx]
         out["weight_norm"] = wn
         # Angle between w_{t-1} and w_t from three norms, stable for small angles:
         # |w/|w| - v/|v||^2 = (|w - v|^2 - (|w| - |v|)^2) / (|w| |v|).
         prev = self._prev_norm
-        with np.errstate(invalid="ignore", divide="ignore"):
-            chord2 = (dn**2 - (wn - prev) ** 2) / (wn * prev)
-            out["update_angle"] = 2 * np.arcsin(np.clip(np.sqrt(np.clip(chord2, 0, None)) / 2, 0, 1))
+        drift = wn - prev
+        denom = wn * prev
+        # np.divide with ``where`` instead of an errstate block: this runs at every step.
+        chord2 = np.divide(dn * dn - drift * drift, denom, out=np.full_like(denom, math.nan), where=denom > 0)
+        out["update_angle"] = 2 * np.arcsin(np.minimum(np.sqrt(np.maximum(chord2, 0.0)) / 2, 1.0))
+        if len(self._si_pos) and lrs:
+            lr = np.array([lrs[g] if g is not None else math.nan for g in self._si_group])
+            sq = wn[self._si_pos] ** 2
+            out["effective_step"] = np.divide(lr, sq, out=np.full_like(sq, math.inf), where=sq > 0)
         self._prev_norm = wn
-        if self.scale_invariant and self.optimizer is not None:
-            lr = np.array([lrs[g] if g is not None else np.nan for g in self._si_group])
-            with np.errstate(divide="ignore"):
-                out["effective_step"] = lr / wn[self._si_pos] ** 2
         return out
+
+
+def _nan_norm(gn: np.ndarray) -> float:
+    """The global norm over the gradients that exist (NaN when none does)."""
+    ok = gn[~np.isnan(gn)]
+    return math.sqrt(float(ok @ ok)) if ok.size else math.nan
 
 
 def _number(x: Any) -> float:

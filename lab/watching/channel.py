@@ -42,6 +42,7 @@ from dynlab.watching.wire import Decoder, ProtocolError, encode
 PROTOCOL = 1
 #: Seconds the server thread sleeps between pumps of the display queue (sets the latency).
 _TICK_S = 0.02
+_IDLE_S = 2.0
 _STATUS_EVERY_S = 0.25
 _LOGIN_LIMIT = 64 << 10  # bytes a peer may send before it has shown the token
 _LOGIN_TIMEOUT_S = 5.0
@@ -294,6 +295,10 @@ class Server:
         listener.setblocking(False)
         self._listener = listener
         self._sel.register(listener, selectors.EVENT_READ, None)
+        # With nobody connected the thread sleeps in select(); close() wakes it through this pair.
+        self._waker, waker_end = socket.socketpair()
+        waker_end.setblocking(False)
+        self._sel.register(waker_end, selectors.EVENT_READ, "wake")
         self.info = SessionInfo(
             id=session_id, name=name, pid=os.getpid(), address=self.address, token=self.token, **extra
         )
@@ -319,6 +324,10 @@ class Server:
         if self._closing.is_set():
             return
         self._closing.set()
+        try:
+            self._waker.send(b"x")
+        except OSError:
+            pass
         self._thread.join(timeout)
         remove_session_files(self.info)
 
@@ -326,9 +335,14 @@ class Server:
     def _run(self) -> None:
         try:
             while not self._closing.is_set():
-                for key, mask in self._sel.select(timeout=_TICK_S):
+                # Pump at display rate while someone is connected; otherwise sleep until a
+                # connection (or close) arrives: an unwatched script pays nothing for the thread.
+                idle = _IDLE_S if not self._clients else _TICK_S
+                for key, mask in self._sel.select(timeout=idle):
                     if key.data is None:
                         self._accept()
+                        continue
+                    if isinstance(key.data, str):  # the waker
                         continue
                     c: _Client = key.data
                     if mask & selectors.EVENT_READ:
@@ -342,8 +356,10 @@ class Server:
         finally:
             for c in list(self._clients.values()):
                 self._drop(c)
-            self._sel.unregister(self._listener)
-            self._listener.close()
+            for key in list(self._sel.get_map().values()):
+                self._sel.unregister(key.fileobj)
+                key.fileobj.close()
+            self._waker.close()
             self._sel.close()
 
     def _accept(self) -> None:

@@ -186,6 +186,8 @@ class WatchSession:
         self._closed = False
         self._lock = threading.Lock()  # the recorder is flushed from the server thread too
         self._recorder: Recorder | None = None
+        self._flusher: threading.Thread | None = None
+        self._flush_stop = threading.Event()
         self.flush_interval = float(flush_interval)
         if record is None or record is True:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -317,6 +319,9 @@ class WatchSession:
         self._emit("end", status=final)
         if self._defaults.finder is not None:
             self._defaults.finder.remove()
+        self._flush_stop.set()
+        if self._flusher is not None:
+            self._flusher.join(10)
         if self._recorder is not None:
             with self._lock:
                 rec, self._recorder = self._recorder, None
@@ -364,6 +369,7 @@ class WatchSession:
                 | _DEFAULT_NAMES
             )
         tensors = self._defaults.device_tensors()
+        pos = len(tensors)
         keys: list[tuple[str, Any]] = []
         for key, value in values.items():
             if key in self._reserved:
@@ -379,8 +385,7 @@ class WatchSession:
                 keys.append((key, None))
                 tensors.append(value)
         host = to_host(tensors)
-        data = self._defaults.finish(host[0])
-        pos = 1
+        data = self._defaults.finish(host[:pos])
         for key, labels in keys:
             if labels is None:
                 data[key] = host[pos]
@@ -474,14 +479,23 @@ class WatchSession:
         check_streams(self._views, streams.values())
         self._streams = streams
         self._trusted = frozenset(s.name for s in self._defaults.streams()) | {"probe_seconds"}
+        # A non-finite value of these is a divergence (the engines' rule: streams named *loss).
+        self._guarded = [n for n in streams if n.endswith("loss")]
         if self.recording:
             try:
+                # Rows are flushed by a thread of ours on the interval, not inside step(): the
+                # HDF5 appends (~10 ms) then overlap the user's torch kernels.
                 self._recorder = Recorder(
-                    self.recording, list(streams.values()), self._meta(), flush_interval=self.flush_interval
+                    self.recording, list(streams.values()), self._meta(), flush_interval=1e9
                 )
             except RecordingError as exc:
                 warnings.warn(f"dynlab.watch: {exc}; training goes on unrecorded", stacklevel=3)
                 self.recording = None
+            else:
+                self._flusher = threading.Thread(
+                    target=self._flush_loop, name=f"dynlab-flush-{self.name}", daemon=True
+                )
+                self._flusher.start()
         probes = {p.name: p.every for p in self._probes}
         self._emit(
             "start",
@@ -554,7 +568,7 @@ class WatchSession:
         self._emit("warning", message=message)
 
     def _check_divergence(self, data: dict[str, np.ndarray], t: int) -> None:
-        bad = [n for n, v in data.items() if n.endswith("loss") and not np.all(np.isfinite(v))]
+        bad = [n for n in self._guarded if n in data and not np.isfinite(data[n]).all()]
         if not bad:
             self._diverged = False
             return
@@ -593,6 +607,11 @@ class WatchSession:
                 if self._server is not None:
                     ev = Event(self.step_count, "record_error", {"message": str(exc)}, time.time())
                     self._server.publish_event(event_to_dict(ev))
+
+    def _flush_loop(self) -> None:
+        """Append pending rows every ``flush_interval`` seconds: a crash loses at most that much."""
+        while not self._flush_stop.wait(self.flush_interval):
+            self._locked("flush")
 
     # ------------------------------------------------------------------ commands
     def _apply_commands(self) -> None:
