@@ -179,7 +179,7 @@ class StepProbes:
         self._named = named
         self._w: list[Tensor] = []
         self._prev: list[Tensor] = []
-        self._prev_norm = np.zeros(0)
+        self._prev_norm: list[float] = []
         self.device = self._all[0].device
         # Norms accumulate in float32 at least (half-precision weights), float64 for float64 models.
         self._dtype = torch.float64 if any(p.dtype == torch.float64 for p in self._all) else torch.float32
@@ -187,7 +187,7 @@ class StepProbes:
             p.dtype in (torch.float32, torch.float64) and p.layout == torch.strided and p.is_contiguous()
             for p in self._all
         )
-        self._si_pos = np.zeros(0, dtype=np.int64)
+        self._si_pos_list: list[int] = []
         self._si_group: list[int | None] = []
         self._missing: list[int] = []
         self._track(self.layers)
@@ -204,7 +204,7 @@ class StepProbes:
             self._w_np = [w.numpy().reshape(-1) for w in self._w]
             self._prev_np = [w.numpy().reshape(-1) for w in self._prev]
             self._diff_np = [np.empty_like(w) for w in self._w_np]
-        self._prev_norm = np.array([float(torch.linalg.vector_norm(w)) for w in self._prev])
+        self._prev_norm = [float(torch.linalg.vector_norm(w)) for w in self._prev]
         index = {id(p): i for i, p in enumerate(self._all)}
         self._layer_idx = np.array([index[id(self._named[n])] for n in names], dtype=np.int64)
 
@@ -225,7 +225,7 @@ class StepProbes:
         for gi, g in enumerate(self.optimizer.param_groups if self.optimizer is not None else []):
             for p in g["params"]:
                 group_of[id(p)] = gi
-        self._si_pos = np.array([self.layers.index(s) for s in self.scale_invariant], dtype=np.int64)
+        self._si_pos_list = [self.layers.index(s) for s in self.scale_invariant]
         self._si_group = [group_of.get(id(self._named[s])) for s in self.scale_invariant]
 
     # ------------------------------------------------------------------ streams
@@ -311,10 +311,10 @@ class StepProbes:
         microseconds of dispatch) and nothing is returned; on an accelerator, ``_foreach``
         kernels (one launch per list) fill one tensor that travels with the user's values.
         """
+        if self._numpy:
+            self._norms = self._numpy_norms()
+            return []
         with torch.no_grad():
-            if self._numpy:
-                self._norms = self._numpy_norms()
-                return []
             grads = [p.grad for p in self._all]
             present = [g for g in grads if g is not None and not g.is_sparse]
             self._missing = [i for i, g in enumerate(grads) if g is None or g.is_sparse]
@@ -331,24 +331,23 @@ class StepProbes:
     def _numpy_norms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if [p.data_ptr() for p in self._tracked] != self._ptrs:  # a parameter was re-allocated
             self._track(self.layers)
-        # Two or three numpy calls per tensor: this runs at every step.
-        gn = np.empty(len(self._all))
-        for i, p in enumerate(self._all):
-            g = p.grad
-            if g is None or g.is_sparse:
-                gn[i] = np.nan
-            else:
-                a = g.detach().numpy() if g.requires_grad else g.numpy()
-                gn[i] = np.vdot(a, a)
-        n = len(self._w_np)
-        wn, dn = np.empty(n), np.empty(n)
-        vdot, subtract, copyto = np.vdot, np.subtract, np.copyto
-        for i, (w, prev, diff) in enumerate(zip(self._w_np, self._prev_np, self._diff_np)):
-            wn[i] = vdot(w, w)
-            subtract(w, prev, out=diff)
-            dn[i] = vdot(diff, diff)
-            copyto(prev, w)
-        return np.sqrt(gn, out=gn), np.sqrt(wn, out=wn), np.sqrt(dn, out=dn)
+        vdot = np.vdot
+        # List comprehensions over numpy views: this runs at every step and each extra
+        # Python statement per tensor shows in the cost.
+        try:
+            gsq = [vdot(a, a) for a in [p.grad.numpy() for p in self._all]]
+        except (AttributeError, RuntimeError, TypeError):  # a missing, sparse or differentiable grad
+            gsq = [_grad_sq(p.grad) for p in self._all]
+        wsq = [vdot(w, w) for w in self._w_np]
+        for w, prev, diff in zip(self._w_np, self._prev_np, self._diff_np):
+            np.subtract(w, prev, out=diff)
+            np.copyto(prev, w)
+        dsq = [vdot(d, d) for d in self._diff_np]
+        return (
+            np.sqrt(np.array(gsq, dtype=np.float64)),
+            np.sqrt(np.array(wsq, dtype=np.float64)),
+            np.sqrt(np.array(dsq, dtype=np.float64)),
+        )
 
     def finish(self, host: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """This step's stream values, from the host copies of :meth:`device_tensors`."""
@@ -372,26 +371,39 @@ class StepProbes:
             out["lr"] = np.array(lrs[0])
         elif lrs:
             out["lr"] = np.array(lrs)
-        total = float(gn_all @ gn_all)
-        out["grad_norm"] = np.array(
-            math.sqrt(total) if total == total else _nan_norm(gn_all)
-        )  # NaN: a grad is missing
+        total = float(gn_all @ gn_all)  # NaN when a gradient is missing: then over the others
+        out["grad_norm"] = np.array(math.sqrt(total) if total == total else _nan_norm(gn_all))
         out["grad_norm_layer"] = gn_all[self._layer_idx]
         out["weight_norm"] = wn
         # Angle between w_{t-1} and w_t from three norms, stable for small angles:
         # |w/|w| - v/|v||^2 = (|w - v|^2 - (|w| - |v|)^2) / (|w| |v|).
-        prev = self._prev_norm
-        drift = wn - prev
-        denom = wn * prev
-        # np.divide with ``where`` instead of an errstate block: this runs at every step.
-        chord2 = np.divide(dn * dn - drift * drift, denom, out=np.full_like(denom, math.nan), where=denom > 0)
-        out["update_angle"] = 2 * np.arcsin(np.minimum(np.sqrt(np.maximum(chord2, 0.0)) / 2, 1.0))
-        if len(self._si_pos) and lrs:
-            lr = np.array([lrs[g] if g is not None else math.nan for g in self._si_group])
-            sq = wn[self._si_pos] ** 2
-            out["effective_step"] = np.divide(lr, sq, out=np.full_like(sq, math.inf), where=sq > 0)
-        self._prev_norm = wn
+        # Plain floats: a few layers' worth of numpy calls would cost more than the arithmetic.
+        wl = wn.tolist()
+        angles = []
+        for w, v, d in zip(wl, self._prev_norm, dn.tolist()):
+            den = w * v
+            c2 = (d * d - (w - v) * (w - v)) / den if den > 0 else math.nan
+            angles.append(
+                math.nan if c2 != c2 else 2 * math.asin(min(math.sqrt(c2) / 2, 1.0)) if c2 > 0 else 0.0
+            )
+        out["update_angle"] = np.array(angles)
+        if self._si_pos_list and lrs:
+            eff = []
+            for pos, g in zip(self._si_pos_list, self._si_group):
+                sq = wl[pos] ** 2
+                eff.append((lrs[g] if g is not None else math.nan) / sq if sq > 0 else math.inf)
+            out["effective_step"] = np.array(eff)
+        self._prev_norm = wl
         return out
+
+
+def _grad_sq(g: Tensor | None) -> float:
+    if g is None:
+        return math.nan
+    if g.is_sparse:
+        g = g.coalesce().values()
+    a = g.detach().numpy()
+    return float(np.vdot(a, a))
 
 
 def _nan_norm(gn: np.ndarray) -> float:

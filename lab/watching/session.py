@@ -13,6 +13,7 @@ when named, at their cadence, and report what they cost in ``probe_seconds``.
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import sys
 import threading
@@ -186,6 +187,7 @@ class WatchSession:
         self._closed = False
         self._lock = threading.Lock()  # the recorder is flushed from the server thread too
         self._recorder: Recorder | None = None
+        self._rows: deque[Frame] = deque()  # frames waiting for the flush thread
         self._flusher: threading.Thread | None = None
         self._flush_stop = threading.Event()
         self.flush_interval = float(flush_interval)
@@ -280,7 +282,7 @@ class WatchSession:
         self._check_divergence(data, t)
         frame = Frame(t, data, time.time())
         if self._recorder is not None:
-            self._locked("write", frame)
+            self._rows.append(frame)  # the flush thread hands it to the recorder: no lock here
         if self._server is not None:
             self._server.publish_frame(t, data)
         self.step_count = t + 1
@@ -323,6 +325,7 @@ class WatchSession:
         if self._flusher is not None:
             self._flusher.join(10)
         if self._recorder is not None:
+            self._locked("flush")
             with self._lock:
                 rec, self._recorder = self._recorder, None
                 try:
@@ -477,7 +480,17 @@ class WatchSession:
                 labels=names,
             )
         check_streams(self._views, streams.values())
-        self._streams = streams
+        # The app lays out one view per stream in this order: yours first, then the named
+        # probes, then the default measurements (the update's angle and step before the norms).
+        defaults = ("update_angle", "effective_step", "weight_norm", "grad_norm", "grad_norm_layer", "lr")
+        probe_streams = {st.name for p in self._probes for st in p.streams()}
+
+        def rank(n: str) -> tuple[int, int]:
+            if n in defaults:
+                return 2, defaults.index(n)
+            return (1 if n in probe_streams else 3 if n == "probe_seconds" else 0), 0
+
+        self._streams = streams = {n: streams[n] for n in sorted(streams, key=rank)}
         self._trusted = frozenset(s.name for s in self._defaults.streams()) | {"probe_seconds"}
         # A non-finite value of these is a divergence (the engines' rule: streams named *loss).
         self._guarded = [n for n in streams if n.endswith("loss")]
@@ -568,7 +581,7 @@ class WatchSession:
         self._emit("warning", message=message)
 
     def _check_divergence(self, data: dict[str, np.ndarray], t: int) -> None:
-        bad = [n for n in self._guarded if n in data and not np.isfinite(data[n]).all()]
+        bad = [n for n in self._guarded if n in data and not _finite(data[n])]
         if not bad:
             self._diverged = False
             return
@@ -593,11 +606,16 @@ class WatchSession:
             self._server.publish_event(event_to_dict(ev))
 
     def _locked(self, method: str, *args: Any) -> None:
+        """Call the recorder under its lock, after handing it the rows the script queued."""
         with self._lock:
             rec = self._recorder
             if rec is None:
+                self._rows.clear()
                 return
             try:
+                rows = self._rows
+                while rows:
+                    rec.write(rows.popleft())
                 getattr(rec, method)(*args)
             except RecordingError as exc:  # disk full, file gone: train on, unrecorded
                 self._recorder = None
@@ -622,6 +640,7 @@ class WatchSession:
                 self._apply_set(cmd)
             elif kind == "pause" and self.state is RunState.RUNNING:
                 self.state = RunState.PAUSED
+                self.steps_per_second = 0.0
                 self._emit("pause", by=cmd.get("by", ""))
                 self._locked("flush")
             elif kind == "resume" and self.state.waiting:
@@ -701,15 +720,9 @@ class WatchSession:
 
     def history_until(self) -> int:
         """Flush the recording; return its last step (a new viewer reads up to it from the file)."""
-        with self._lock:
-            rec = self._recorder
-            if rec is None:
-                return -1
-            try:
-                rec.flush()
-            except RecordingError:
-                return -1
-            return rec.last_step
+        self._locked("flush")
+        rec = self._recorder
+        return rec.last_step if rec is not None else -1
 
     def command(self, msg: dict[str, Any]) -> tuple[bool, str]:
         """Validate a viewer's command and queue it for the next :meth:`step`."""
@@ -746,6 +759,10 @@ class WatchSession:
         self._commands.append(queued)
         self._wake.set()
         return True, text
+
+
+def _finite(v: np.ndarray) -> bool:
+    return math.isfinite(v.item()) if v.size == 1 else bool(np.isfinite(v).all())
 
 
 def _check_name(name: str) -> None:
