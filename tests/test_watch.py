@@ -23,7 +23,9 @@ from torch.func import functional_call
 import dynlab
 from dynlab import cli
 from dynlab.engines.spec import SpecError
+from dynlab.presets import parse
 from dynlab.recording import Recording
+from dynlab.source import Source
 from dynlab.watching import channel, wire
 from dynlab.watching.attached import WatchedSource
 from dynlab.watching.channel import AccessDenied, ChannelError, Connection, session_infos
@@ -204,6 +206,54 @@ def test_default_streams_and_scale_invariant_weights(tmp_path):
     assert eff[-1, 0] == pytest.approx(0.1 / float(w1.norm()) ** 2, rel=1e-5)
     total = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters()))
     assert gn[-1] == pytest.approx(float(total), rel=1e-5)
+
+
+def test_user_events_layout_and_default_recording(tmp_path):
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    views = [{"title": "Loss and accuracy", "streams": ["loss", "accuracy"], "log_y": True}]
+    with dynlab.watch(model, opt, name="my run", views=views) as lab:  # record= defaults to the folder
+        lab.declare("val_accuracy")
+        for t in range(4):
+            if t == 2:
+                lab.event("lr drop", factor=0.1)
+            lab.step(loss=1.0 / (t + 1), accuracy=0.5, val_accuracy=float(t))
+    (path,) = (tmp_path / "recordings").glob("my run-*.h5")
+    assert lab.recording == str(path)
+    with Recording(path) as rec:
+        (ev,) = [e for e in rec.events() if e.kind == "phase"]
+        assert ev.step == 2 and ev.payload == {"name": "lr drop", "factor": 0.1}
+        preset = parse(rec.preset_text, check_engine=False)  # what `dynlab replay` shows
+        assert preset.title == "my run" and preset.views[0].streams == ("loss", "accuracy")
+        assert preset.views[0].log_y and rec.rows("val_accuracy") == 4
+
+
+def test_param_groups_are_live_knobs_one_group_or_all(tmp_path):
+    model = make_model()
+    decay = [p for n, p in model.named_parameters() if n.endswith("weight")]
+    rest = [p for n, p in model.named_parameters() if not n.endswith("weight")]
+    opt = torch.optim.AdamW([{"params": decay}, {"params": rest, "weight_decay": 0.0}], lr=1e-3)
+    with dynlab.watch(model, opt, record=tmp_path / "g.h5", serve=False) as lab:
+        assert lab.command({"cmd": "set", "name": "betas[1]", "value": "0.99"}) == (
+            True,
+            "betas[1] = 0.99 (all groups) at the next step",
+        )
+        ok, _ = lab.command({"cmd": "set", "name": "weight_decay", "value": 0.05, "group": 1})
+        assert ok
+        assert lab.command({"cmd": "set", "name": "amsgrad", "value": True})[0] is False  # not a live knob
+        assert "above its maximum" in lab.command({"cmd": "set", "name": "betas[0]", "value": 1.5})[1]
+        assert (
+            "group 7 does not exist" in lab.command({"cmd": "set", "name": "lr", "value": 1, "group": 7})[1]
+        )
+        _loop(lab, model, opt, 2)
+    assert [g["betas"] for g in opt.param_groups] == [(0.9, 0.99), (0.9, 0.99)]
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.05]
+    with Recording(tmp_path / "g.h5") as rec:
+        sets = [e.payload for e in rec.events() if e.kind == "set"]
+        s = rec.streams
+    assert sets[0] == {"name": "betas[1]", "old": 0.999, "new": 0.99}
+    assert sets[1] == {"name": "weight_decay", "old": 0.0, "new": 0.05, "group": 1}
+    assert s["lr"].kind == "vector" and s["lr"].labels == ("group 0", "group 1")
 
 
 # --------------------------------------------------------------------------- errors
@@ -455,6 +505,7 @@ def test_watched_source_gets_history_then_live_frames_and_steers(tmp_path):
         go.wait(60)
         (info,) = session_infos()
         src = WatchedSource(info)
+        assert isinstance(src, Source)
         assert {s.name for s in src.streams} >= {"loss", "weight_norm", "update_angle"}
         assert "lr" in src.param_specs and src.params["lr"] == 0.05
         src.set("lr", 0.01)
@@ -543,3 +594,14 @@ def test_cli_steers_a_real_script(tmp_path, capsys):
     assert kinds.count("pause") == 1 and kinds.count("resume") == 1
     (s,) = [e for e in events if e.kind == "set"]
     assert s.payload == {"name": "lr", "old": 0.05, "new": 0.02, "by": "cli"}
+
+
+def test_import_dynlab_stays_light():
+    code = (
+        "import sys, dynlab; dynlab.StopRequested; import dynlab.watching.client, dynlab.watching.attached; "
+        "heavy = [m for m in ('torch', 'PySide6', 'h5py') if m in sys.modules]; print(heavy); "
+        "assert callable(dynlab.watch) and 'torch' in sys.modules"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"  # until dynlab.watch itself is asked for
