@@ -6,6 +6,10 @@ The public API, for scripts and notebooks::
     dynlab.__version__
     with dynlab.Recording("run.h5") as rec:      # read a recording (h5py, no Qt)
         steps, values = rec.read("train_loss")
+    with dynlab.watch(model, optimizer, name="my-run") as lab:   # watch your own loop
+        for x, y in loader:
+            ...
+            lab.step(loss=loss)
 
 The app and the command line are ``dynlab`` (``dynlab.cli``); the Qt shell is
 ``dynlab.ui``, the engines ``dynlab.engines``, the views ``dynlab.views``.
@@ -16,10 +20,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Recording", "RecordingError", "__version__"]
+__all__ = ["Recording", "RecordingError", "StopRequested", "__version__", "watch"]
 
 if TYPE_CHECKING:
     from dynlab.recording import Recording, RecordingError
+    from dynlab.watching import StopRequested
+    from dynlab.watching.session import watch
 
 
 def __getattr__(name: str) -> Any:
@@ -28,4 +34,12 @@ def __getattr__(name: str) -> Any:
         from dynlab import recording
 
         return getattr(recording, name)
+    if name == "watch":
+        from dynlab.watching.session import watch
+
+        return watch
+    if name == "StopRequested":
+        from dynlab.watching import StopRequested
+
+        return StopRequested
     raise AttributeError(f"module 'dynlab' has no attribute {name!r}")

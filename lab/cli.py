@@ -9,6 +9,7 @@
     dynlab inspect FILE         what a recording holds (--repair: finalise a killed writer's file)
     dynlab export FILE --csv DIR | --tensorboard DIR   share a recording
     dynlab install-desktop      add dynlab to the application menu
+    dynlab live                 running scripts that call dynlab.watch (set/pause/resume/stop NAME)
 
 Errors are one line on stderr and a non-zero exit; ``--debug`` shows tracebacks. Text
 from a recording is printed with control characters escaped. During ``run``, Ctrl-C stops
@@ -94,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("replay", help="open the app replaying a recording")
     rp.add_argument("file")
     rp.add_argument("--present", action="store_true", help="presentation mode")
+    from dynlab.watching import client as watching  # dynlab live / set / pause / resume / stop
+
+    watching.add_parsers(sub)
     return p
 
 
@@ -111,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "inspect": _inspect,
             "export": _export,
             "install-desktop": _install_desktop,
+            **dict.fromkeys(("live", "set", "pause", "resume", "stop"), _watching),
         }[args.command](args)
     except KeyboardInterrupt:
         print("dynlab: interrupted", file=sys.stderr)
@@ -130,6 +135,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(prefix + _clean(exc), file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, known) else EXIT_FAILED
+
+
+def _watching(args: argparse.Namespace) -> int:
+    from dynlab.watching.client import main as watching_main
+
+    return watching_main(args)
 
 
 def gui_main(argv: Sequence[str] | None = None) -> int:

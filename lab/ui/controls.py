@@ -108,6 +108,15 @@ class RunControls(QtWidgets.QGroupBox):
         grid.addWidget(self.eta, 7, 0, 1, 2)
         self.set_state(RunState.IDLE)
 
+    def set_owns_runs(self, owns: bool) -> None:
+        """Show the buttons that make runs (start, new seed, + seed, record, pace) only when the lab makes them.
+
+        An attached script owns its own loop and recording: it is paused, stepped, steered
+        and stopped from here, never started or re-seeded.
+        """
+        for w in (self.start, self.restart, self.add_run, self.record, self.until_stopped, self.pace):
+            w.setVisible(owns)
+
     @property
     def pace_value(self) -> float:
         return float(self.pace.currentData() or 0.0)

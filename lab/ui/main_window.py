@@ -11,6 +11,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from dynlab import presets
 from dynlab.recording import RecordingError
+from dynlab.ui.attach import attach_running
 from dynlab.ui.gallery import Gallery
 from dynlab.ui.recent import find_recordings
 from dynlab.ui.workspace import Workspace, recordings_dir
@@ -69,6 +70,7 @@ class MainWindow(QtWidgets.QMainWindow):
         f.addAction("&New window (compare side by side)", self.new_window, QtGui.QKeySequence.StandardKey.New)
         f.addAction("&Open recording…", self.choose_recording, QtGui.QKeySequence.StandardKey.Open)
         f.addAction("Open preset &file…", self.choose_preset_file)
+        f.addAction("&Attach to running training…", lambda: attach_running(self))
         self.recent_menu = f.addMenu("Recent recordings")
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
         f.addSeparator()

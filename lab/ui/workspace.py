@@ -157,6 +157,7 @@ class Workspace(QtWidgets.QWidget):
         self.overrides = {}
         self.left_scroll.set_header(preset.title, preset.paper, preset.summary)
         self.controls.setVisible(True)
+        self.controls.set_owns_runs(True)
         self.params.setVisible(True)
         self.timeline.setVisible(False)
         self._show_spec_before_start()
@@ -207,6 +208,26 @@ class Workspace(QtWidgets.QWidget):
             "is lost; replay works either way.",
         )
         return answer == QtWidgets.QMessageBox.StandardButton.Yes
+
+    def open_source(self, src: Source, views: Sequence[ViewSpec] | None = None, title: str = "") -> None:
+        """Show any source (an attached script...) through the same views.
+
+        ``views`` are built at once when the source already knows its streams; otherwise
+        (and when ``None``) every stream gets a view when the source is ready.
+        """
+        self.close_sources()
+        self._clear_views()
+        self.preset = None
+        self.overrides = {}
+        self._param_specs = {}
+        self.left_scroll.set_header(title or src.label or "Attached run", "", src.recording or "")
+        self.area.placeholder.setText("Waiting for the first step…")
+        self.controls.set_owns_runs(False)
+        self._add_source("", src)
+        if views and src.streams:
+            self._build_views(views, {s.name: s for s in src.streams})
+        self._tick()
+        self.timer.start()
 
     # ------------------------------------------------------------------ sources
     def _add_source(self, run_id: str, src: Source) -> None:
