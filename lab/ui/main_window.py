@@ -63,6 +63,7 @@ class MainWindow(QtWidgets.QMainWindow):
         f.addAction("&New window (compare side by side)", self.new_window, QtGui.QKeySequence.StandardKey.New)
         f.addAction("&Open recording…", self.choose_recording, QtGui.QKeySequence.StandardKey.Open)
         f.addAction("Open preset &file…", self.choose_preset_file)
+        f.addAction("Open s&weep…", self.choose_sweep)
         self.recent_menu = f.addMenu("Recent recordings")
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
         f.addSeparator()
@@ -102,6 +103,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # ------------------------------------------------------------------ actions
     def open_preset(self, name_or_path: str, start: bool = False) -> bool:
+        if (Path(name_or_path) / "sweep.json").is_file():  # `dynlab open DIR` on a sweep folder
+            return self.open_sweep(name_or_path)
         try:
             preset = presets.load(name_or_path, check_engine=False)
         except presets.PresetError as exc:
@@ -126,6 +129,16 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setWindowTitle(f"dynlab — replay {Path(path).name}")
         self.add_recent(path)
         return True
+
+    def open_sweep(self, folder: str) -> bool:
+        from dynlab.ui.sweep import show_sweep
+
+        return show_sweep(self, folder)
+
+    def choose_sweep(self) -> None:
+        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Open sweep (a folder with sweep.json)")
+        if folder:
+            self.open_sweep(folder)
 
     def new_window(self) -> MainWindow:
         """Another window on the gallery: two presets side by side, each with its runs."""
