@@ -149,15 +149,9 @@ class _Outbox:
 
     def __init__(self, maxsize: int = OUTBOX_ITEMS) -> None:
         self._q: queue.Queue[Any] = queue.Queue(maxsize)
-        self.closed = threading.Event()
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        while not self.closed.is_set():
-            try:
-                self._q.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        self._q.put(item)  # waits for room, whatever the worker asked for (the actor dies by ray.kill)
 
     def take(self, limit: int) -> list[Any]:
         items: list[Any] = []
@@ -221,12 +215,6 @@ class EngineHost:
         done = not self._thread.is_alive()
         items = self._out.take(limit)
         return items, done and self._out.empty()
-
-    def shutdown(self) -> None:
-        """Stop the engine loop and stop waiting on a full outbox."""
-        self._commands.put(("stop",))
-        self._out.closed.set()
-        self._thread.join(10)
 
 
 def _assigned_cpus() -> int:

@@ -93,6 +93,7 @@ class Manifest:
     seeds: list[int]
     steps: int
     trials: list[Trial] = field(default_factory=list)
+    _saved: str = field(default="", repr=False, compare=False)  # the text last written
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -105,9 +106,13 @@ class Manifest:
 
     def save(self, folder: Path) -> None:
         """Write atomically (a crash leaves the old manifest or the new one, never half)."""
+        text = json.dumps(self.to_json(), indent=1) + "\n"
+        if text == self._saved:
+            return
         tmp = folder / f".{MANIFEST}.tmp"
-        tmp.write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, folder / MANIFEST)
+        self._saved = text
 
     @staticmethod
     def load(folder: str | Path) -> Manifest:
@@ -362,11 +367,11 @@ def run_sweep(
         if progress is not None:
             progress(manifest, started)
     except KeyboardInterrupt:
-        for ref, (t, _) in running.items():
+        for ref in running:
             ray.cancel(ref, force=True)
-            t.status = "cancelled"
-        for t in todo:
-            t.status = "pending"
+        for t in manifest.trials:
+            if t.status == "running":  # in flight, or being written when the signal came
+                t.status = "cancelled"
         manifest.save(folder)
         raise
     return manifest

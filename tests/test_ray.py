@@ -88,7 +88,7 @@ def test_preset_sweep_table_is_validated(tmp_path):
 
 def test_sweep_presets_declare_their_phase_diagrams():
     grok = presets.load("grokking-scaling").sweep
-    assert set(grok.grid) == {"train_fraction", "weight_decay"}
+    assert list(grok.grid) == ["train_fraction", "weight_decay"]
     epoch = grok.summaries[0]
     assert (epoch.event, epoch.never, epoch.boundary) == (
         "phase:generalisation",
@@ -115,6 +115,54 @@ sys.exit(main(['run', 'quadratic', '--steps', '5', '--host', 'ray', '--quiet']))
     )
     assert out.returncode == 2, out.stderr
     assert "pip install 'dynlab-desktop[ray]'" in out.stderr
+
+
+def test_app_host_choice_offers_ray_and_remembers_it(qtbot, tmp_path, monkeypatch):
+    from PySide6 import QtCore
+
+    from dynlab.ui.main_window import MainWindow
+
+    monkeypatch.delenv("DYNLAB_HOST", raising=False)
+    settings = QtCore.QSettings(str(tmp_path / "settings.ini"), QtCore.QSettings.Format.IniFormat)
+    win = MainWindow(host="process", settings=settings)
+    qtbot.addWidget(win)
+    menu = next(a.menu() for a in win.menuBar().actions() if a.text() == "&Run")
+    hosts = next(a.menu() for a in menu.actions() if a.text() == "Engine &host")
+    choices = {a.data(): a for a in hosts.actions()}
+    assert set(choices) == {"thread", "process", "ray"} and choices["process"].isChecked()
+    choices["ray"].trigger()
+    assert win.workspace.host == "ray" and settings.value("run/host") == "ray"
+    again = MainWindow(settings=settings)
+    qtbot.addWidget(again)
+    assert again.workspace.host == "ray"
+
+
+def test_band_view_fills_one_sd_around_the_mean(qtbot):
+    from PySide6 import QtCore
+
+    from dynlab.sweep_view import Band
+    from dynlab.views.band import BandView
+
+    steps = np.arange(100)
+    seeds = (("seed 0", steps, np.full(100, 1.0)), ("seed 1", steps, np.full(100, 3.0)))
+    band = Band("lr=0.1", steps, np.full(100, 2.0), np.full(100, np.sqrt(2.0)), np.full(100, 2), seeds)
+    view = BandView()
+    qtbot.addWidget(view)
+    view.resize(500, 400)
+    view.set_bands([band], y_label="loss")
+    view.item.setRange(xRange=(0, 99), yRange=(-2, 6), padding=0)
+    view.show()
+    qtbot.waitExposed(view)
+    image = view.plot.grab().toImage()
+    vb = view.item.getViewBox()
+
+    def pixel(x: float, y: float) -> str:
+        p = view.plot.mapFromScene(vb.mapViewToScene(QtCore.QPointF(x, y)))
+        return image.pixelColor(p.x(), p.y()).name()
+
+    assert pixel(50, 2.0 + 0.7) == pixel(50, 2.0 - 0.7) != "#ffffff"  # inside mean ± 1 s.d.
+    assert pixel(50, 2.0 + 2.5) == pixel(50, 2.0 - 2.5) == "#ffffff"  # outside the band
+    assert not any(c.isVisible() for c in view._seed_curves)
 
 
 # ---------------------------------------------------------------------- the cluster
@@ -257,6 +305,15 @@ def test_ray_run_takes_pause_step_set_and_stop(cluster, tmp_path):
         assert [e.kind for e in rec.events()][:3] == ["start", "set", "resume"]
 
 
+def test_gpu_is_asked_for_only_when_the_cluster_has_one(cluster):
+    from dynlab.ray_host import RayUnavailable, wants_gpu
+
+    assert ray.cluster_resources().get("GPU", 0) == 0  # this test cluster is CPU-only
+    assert not wants_gpu("cpu") and not wants_gpu("auto")
+    with pytest.raises(RayUnavailable, match="asks for a GPU, but the Ray cluster has none"):
+        wants_gpu("cuda")
+
+
 def test_cli_run_on_ray_records_on_the_users_side(cluster, tmp_path):
     out = tmp_path / "r.h5"
     assert main(["run", "quadratic", "--steps", "30", "--host", "ray", "--record", str(out), "--quiet"]) == 0
@@ -310,7 +367,7 @@ def test_trial_recording_equals_dynlab_run_alone(swept, tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_reader_bands_and_line_phase(swept, qtbot):
+def test_sweep_reader_bands_and_line_phase(swept, qtbot, tmp_path):
     folder, _ = swept
     sweep = Sweep(folder)
     bands = sweep.bands("train_loss")
@@ -333,6 +390,19 @@ def test_sweep_reader_bands_and_line_phase(swept, qtbot):
     assert len(page.bands.bands) == 2
     page.bands.set_show_seeds(True)
     assert all(c.isVisible() for c in page.bands._seed_curves)
+
+    # `dynlab open DIR` (and File -> Open sweep...) on a sweep folder shows this page.
+    from PySide6 import QtCore
+
+    from dynlab.ui.main_window import MainWindow
+
+    settings = QtCore.QSettings(str(tmp_path / "settings.ini"), QtCore.QSettings.Format.IniFormat)
+    win = MainWindow(host="thread", settings=settings)
+    qtbot.addWidget(win)
+    assert win.open_preset(str(folder))
+    assert win.pages.currentWidget() is win.sweep_page
+    assert win.sweep_page.summary_box.count() >= 1
+    assert not win.open_sweep(str(tmp_path))  # not a sweep: a dialog, and the app stays up
 
 
 @pytest.mark.slow

@@ -84,8 +84,10 @@ class BandView(QtWidgets.QWidget):
         c = pg.mkColor(colour)
         fill = pg.mkColor(colour)
         fill.setAlpha(BAND_ALPHA)
-        lo = pg.PlotDataItem(steps, lower, pen=None, connect="finite")
-        hi = pg.PlotDataItem(steps, upper, pen=None, connect="finite")
+        # The band's edges are drawn, in the fill's colour: FillBetweenItem fills between
+        # the edge curves' painted paths, and a curve with pen=None has none.
+        lo = pg.PlotDataItem(steps, lower, pen=pg.mkPen(fill, width=1), connect="finite")
+        hi = pg.PlotDataItem(steps, upper, pen=pg.mkPen(fill, width=1), connect="finite")
         for edge in (lo, hi):
             self.item.addItem(edge)
         self.item.addItem(pg.FillBetweenItem(lo, hi, brush=pg.mkBrush(fill)))

@@ -59,6 +59,7 @@ class PhaseView(QtWidgets.QWidget):
     def _reset(self, title: str, caption: str) -> None:
         self.item.clear()
         self.legend.clear()
+        self.legend.setVisible(False)
         if self.colourbar is not None:
             self.item.layout.removeItem(self.colourbar)
             self.colourbar.setParentItem(None)
@@ -151,6 +152,7 @@ class PhaseView(QtWidgets.QWidget):
         if boundary is not None and numeric:
             pos = np.log10(boundary) if log_x and boundary > 0 else boundary
             self._boundary_line(float(pos), boundary_label)
+        self.legend.setVisible(reference is not None)  # one series alone needs no legend
         self.item.enableAutoRange()
 
     # ------------------------------------------------------------------ 2-D

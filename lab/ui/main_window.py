@@ -11,6 +11,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from dynlab import presets
 from dynlab.recording import RecordingError
 from dynlab.ui.gallery import Gallery
+from dynlab.ui.hosts import add_host_menu
 from dynlab.ui.workspace import Workspace
 
 MAX_RECENT = 12
@@ -78,6 +79,8 @@ class MainWindow(QtWidgets.QMainWindow):
         r.addAction("St&op", self.workspace.stop)
         r.addAction("Restart with a &new seed", self.workspace.restart)
         r.addAction("&Add a run with another seed", self.workspace.add_seed)
+        r.addSeparator()
+        add_host_menu(self, r)  # thread / process / Ray, and the Ray cluster address
         v = mb.addMenu("&View")
         v.addAction("&Presentation mode", self.toggle_presentation, QtGui.QKeySequence("F11"))
         theme = v.addMenu("&Theme")

@@ -170,7 +170,7 @@ class SweepPage(QtWidgets.QWidget):
 
     def draw_phase(self, ph: Phase) -> None:
         s = ph.summary
-        what = f"the step '{s.event}' first fires" if s.event else f"{s.reduce} value of {s.stream}"
+        what = f"the step at which '{s.event}' first fires" if s.event else f"{s.reduce} value of {s.stream}"
         caption = f"{s.name}: {what}; mean ± 1 s.d. over the seeds of each grid point."
         boundary_label = f"{s.boundary} = {ph.boundary:.3g}" if ph.boundary is not None else ""
         if ph.y_name:
