@@ -462,6 +462,7 @@ def test_ctrl_c_keeps_what_finished_and_resume_runs_only_the_rest(cluster, tmp_p
         t.recording: (folder / t.recording).stat().st_mtime_ns for t in cut.trials if t.status == "finished"
     }
     assert len(kept) >= 1 and all(t.status in ("finished", "cancelled", "pending") for t in cut.trials)
+    assert [t.status for t in cut.trials].count("cancelled") == 1  # the one in flight
     assert not list(folder.glob(".*.part"))
 
     with pytest.raises(SweepError, match="--resume"):
