@@ -102,6 +102,60 @@ def connect(address: str | None = None) -> Any:
     return ray
 
 
+_keeper_lock = threading.Lock()
+_keeper: dict[str, Any] = {}  # thread, done (Event), failure, release (Event)
+
+
+def connect_soon(address: str | None = None) -> threading.Event:
+    """Connect to Ray without waiting (an embedded Ray takes seconds to start).
+
+    Returns an event set once connected or failed (:func:`connect_failure` says which).
+    Raises :class:`RayUnavailable` at once when Ray is not installed.
+
+    The connection is made on a thread that then stays until the next one is made: Ray's
+    processes are started with a parent-death signal, which Linux ties to the *thread*
+    that started them, so that thread must outlive every use of the embedded Ray.
+    """
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    ray = import_ray(local=not address or is_loopback(address))
+    with _keeper_lock:
+        thread = _keeper.get("thread")
+        connecting = thread is not None and thread.is_alive() and not _keeper["done"].is_set()
+        done = _keeper.get("done")
+        if connecting or (ray.is_initialized() and done is not None and _keeper.get("failure") is None):
+            return done
+        if "release" in _keeper:
+            _keeper["release"].set()  # the old connection's Ray was shut down: let its thread go
+        done, release = threading.Event(), threading.Event()
+        _keeper.update(done=done, release=release, failure=None)
+        if ray.is_initialized():  # connected by someone else (a test's cluster, a script)
+            done.set()
+            _keeper["thread"] = None
+            return done
+        thread = threading.Thread(
+            target=_keep, args=(address, done, release), name="ray-connection", daemon=True
+        )
+        _keeper["thread"] = thread
+        thread.start()
+        return done
+
+
+def connect_failure() -> Exception | None:
+    """Why the last :func:`connect_soon` failed, or ``None``."""
+    return _keeper.get("failure")
+
+
+def _keep(address: str | None, done: threading.Event, release: threading.Event) -> None:
+    try:
+        connect(address)
+    except Exception as exc:
+        _keeper["failure"] = exc
+        done.set()
+        return
+    done.set()
+    release.wait()
+
+
 def is_loopback(address: str) -> bool:
     """Whether a ``HOST:PORT`` address names this machine's loopback."""
     host = address.rsplit(":", 1)[0].strip("[]")
@@ -259,33 +313,63 @@ class RayRun(Run):
         self._finished = False
         self._recorder: Recorder | None = None
         self._ray: Any = None
+        self._connected: threading.Event | None = None
+        self._queued: list[tuple] = []
 
     # ------------------------------------------------------------------ control
     def start(self) -> RayRun:
-        """Connect to Ray (starting an embedded one if needed) and start the actor."""
-        if self._actor is not None:
+        """Start connecting to Ray (an embedded one starts in the background) and return at once.
+
+        The actor is created by the first ``drain()`` after the connection is up; commands
+        sent before that wait here. A connection that fails fails the run with its reason.
+        """
+        if self._connected is not None:
             raise RuntimeError("run already started")
-        self._ray = connect(self.address)
-        cfg = replace(self.config, record=None, device=self.config.device)
+        self._connected = connect_soon(self.address)
+        self.state = RunState.STARTING
+        self._launch_when_connected()
+        return self
+
+    def _launch_when_connected(self) -> None:
+        if self._actor is not None or self._finished or not self._connected.is_set():
+            return
+        try:
+            failure = connect_failure()
+            if failure is not None:
+                raise failure
+            self._launch()
+        except Exception as exc:  # no cluster, no GPU where one is asked for...
+            self.state, self.message = RunState.FAILED, str(exc)
+            self._fail(self.message)
+
+    def _launch(self) -> None:
+        self._ray = import_ray()
+        cfg = replace(self.config, record=None)
         gpu = wants_gpu(cfg.device)
         if gpu and cfg.device.startswith("cuda:"):
             cfg.device = "cuda"  # Ray shows the actor only its own GPU, as cuda:0
         cpus = max(1, self.config.torch_threads or 1)
         self._actor = actor_class().options(num_cpus=cpus, num_gpus=1 if gpu else 0).remote(cfg)
         self._info_ref = self._actor.describe.remote()
+        for cmd in self._queued:
+            self._actor.command.remote(*cmd)
+        self._queued.clear()
         self._pull_ref = self._actor.pull.remote()
-        self.state = RunState.STARTING
-        return self
 
     def _send(self, *cmd: Any) -> None:
-        if self._actor is None:
+        if self._connected is None:
             raise RuntimeError("run not started")
-        if not self._finished:
+        if self._finished:
+            return
+        if self._actor is None:
+            self._queued.append(cmd)  # still connecting: sent once the actor exists
+        else:
             self._actor.command.remote(*cmd)
 
     # ------------------------------------------------------------------ output
     def drain(self, limit: int | None = None) -> list[Item]:
         """Same as ``Run.drain``; frames are recorded here as they arrive, none dropped."""
+        self._launch_when_connected()
         items: list[Item] = self._backlog
         self._backlog = []
         if self._pull_ref is not None:
@@ -295,7 +379,9 @@ class RayRun(Run):
                 try:
                     batch, done = self._ray.get(ref)
                 except Exception as exc:  # the actor or its node died
-                    self._lost(exc, items)
+                    self._lost(exc)
+                    items.extend(self._backlog)
+                    self._backlog = []
                 else:
                     items.extend(self._absorb(batch))
                     if done:
@@ -374,19 +460,22 @@ class RayRun(Run):
                 self.events.append(ev)
                 self._backlog.append(ev)
 
-    def _lost(self, exc: Exception, items: list[Item]) -> None:
+    def _lost(self, exc: Exception) -> None:
         self.state = RunState.FAILED
         self.message = f"the Ray actor running the engine was lost: {type(exc).__name__}: {exc}"
-        ev = Event(self.step, "failed", {"message": self.message}, time.time())
+        self._fail(self.message)
+
+    def _fail(self, message: str) -> None:
+        ev = Event(self.step, "failed", {"message": message}, time.time())
         self.events.append(ev)
-        items.append(ev)
+        self._backlog.append(ev)
         self._record("event", ev)
         self._end(RunState.FAILED.value)
 
     # ------------------------------------------------------------------ life cycle
     @property
     def alive(self) -> bool:
-        return self._actor is not None and not self._finished
+        return self._connected is not None and not self._finished
 
     def join(self, timeout: float | None = None) -> bool:
         """Pull until the run is over (or ``timeout``); what came is handed out by ``drain()``."""
@@ -402,7 +491,7 @@ class RayRun(Run):
 
     def close(self, timeout: float = 10.0) -> CloseReport:
         """Stop the engine, pull what it made, close the recording, and free the actor."""
-        if self._actor is None:
+        if self._connected is None:
             return CloseReport(True, True)
         if self.alive:
             self.stop()
@@ -412,8 +501,9 @@ class RayRun(Run):
             self.state = RunState.STOPPED
             self.message = f"the Ray actor did not stop within {timeout:g} s and was killed"
             self._end("interrupted")
-        try:
-            self._ray.kill(self._actor)
-        except Exception:
-            pass
+        if self._actor is not None:
+            try:
+                self._ray.kill(self._actor)
+            except Exception:
+                pass
         return CloseReport(stopped, True, "" if stopped else self.message)

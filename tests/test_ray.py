@@ -312,6 +312,13 @@ def test_gpu_is_asked_for_only_when_the_cluster_has_one(cluster):
     assert not wants_gpu("cpu") and not wants_gpu("auto")
     with pytest.raises(RayUnavailable, match="asks for a GPU, but the Ray cluster has none"):
         wants_gpu("cuda")
+    # A run that asks for CUDA fails with that reason, as an event, and the caller goes on.
+    run = Run(presets.load("quadratic").with_overrides(device="cuda"), host="ray")
+    run.start()
+    items = run.drain()
+    assert not run.alive and run.state == "failed" and "has none" in run.message
+    assert [i.kind for i in items if isinstance(i, Event)] == ["failed"]
+    run.close()
 
 
 def test_cli_run_on_ray_records_on_the_users_side(cluster, tmp_path):
