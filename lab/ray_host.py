@@ -31,7 +31,7 @@ from dynlab.source import Item, Ready, RunState, Status
 from dynlab.worker import RunConfig, work
 
 INSTALL_HINT = (
-    "the Ray host needs Ray, which is not installed: "
+    "Ray is not installed (--host ray and dynlab sweep run on Ray): "
     "pip install 'dynlab-desktop[ray]'  (or: pip install 'ray[default]==2.60.0')"
 )
 #: Items one ``pull`` hands back at most (a batch crosses the wire as one message).

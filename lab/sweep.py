@@ -342,8 +342,8 @@ def run_sweep(
 
     folder = Path(out)
     steps = int(steps or preset.steps)
+    ray = connect(address)  # first: without Ray, say so before touching the folder
     manifest = prepare(folder, plan(preset, grid, seeds, steps), resume)
-    ray = connect(address)
     limit = max_parallel or max(1, int(ray.cluster_resources().get("CPU", 1)))
     task = trial_task()
     todo = deque(t for t in manifest.trials if t.status not in DONE)

@@ -108,13 +108,15 @@ class Block:
             raise ImportError('blocked: ' + name)
 sys.meta_path.insert(0, Block())
 from dynlab.cli import main
-sys.exit(main(['run', 'quadratic', '--steps', '5', '--host', 'ray', '--quiet']))
+a = main(['run', 'quadratic', '--steps', '5', '--host', 'ray', '--quiet'])
+b = main(['sweep', 'quadratic', '--grid', 'lr=0.1,0.2', '--out', 'sw', '--quiet'])
+sys.exit(10 * a + b)
 """
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
-    assert out.returncode == 2, out.stderr
-    assert "pip install 'dynlab-desktop[ray]'" in out.stderr
+    assert out.returncode == 22, out.stderr
+    assert out.stderr.count("pip install 'dynlab-desktop[ray]'") == 2
 
 
 def test_app_host_choice_offers_ray_and_remembers_it(qtbot, tmp_path, monkeypatch):

@@ -53,7 +53,8 @@ def ask_ray_address(window: Any) -> None:
     text, ok = QtWidgets.QInputDialog.getText(
         window,
         "Ray cluster",
-        "Address (HOST:PORT, or empty for a local Ray started on demand):",
+        "Address (HOST:PORT, or empty for a local Ray started on demand).\n"
+        "Used when Ray is next started: restart dynlab if a Ray run has already begun.",
         text=current,
     )
     if not ok:
