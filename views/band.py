@@ -42,6 +42,14 @@ class BandView(QtWidgets.QWidget):
         self.show_seeds = False
         self.bands: list[Any] = []
         self._seed_curves: list[pg.PlotDataItem] = []
+        self._legend_corner = 0
+        # Move the legend to the corner where it hides the least data, as the line views do.
+        vb = self.item.getViewBox()
+        vb.sigRangeChanged.connect(self._place_legend)
+        vb.sigResized.connect(self._place_legend)
+
+    def _place_legend(self, *_: object) -> None:
+        self._legend_corner = style.place_legend(self.legend, self.item, self._legend_corner)
 
     def set_bands(
         self,
