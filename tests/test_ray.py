@@ -2,7 +2,9 @@
 
 One module-scoped cluster (``ray.cluster_utils.Cluster``: a head and a worker node, one CPU
 each, loopback only) serves every Ray test and is shut down at the end; the teardown checks
-that no Ray process is left behind. The node-loss test removes the worker node, so it runs last.
+that no Ray process is left behind. The node-loss test removes the worker node, so it runs
+after the others that need both nodes. Every test that needs the cluster is marked slow
+(starting it takes ~20 s on 2 cores); the rest run in a few seconds.
 """
 
 from __future__ import annotations
@@ -307,6 +309,7 @@ def test_ray_run_takes_pause_step_set_and_stop(cluster, tmp_path):
         assert [e.kind for e in rec.events()][:3] == ["start", "set", "resume"]
 
 
+@pytest.mark.slow
 def test_gpu_is_asked_for_only_when_the_cluster_has_one(cluster):
     from dynlab.ray_host import RayUnavailable, wants_gpu
 
@@ -323,6 +326,7 @@ def test_gpu_is_asked_for_only_when_the_cluster_has_one(cluster):
     run.close()
 
 
+@pytest.mark.slow
 def test_cli_run_on_ray_records_on_the_users_side(cluster, tmp_path):
     out = tmp_path / "r.h5"
     assert main(["run", "quadratic", "--steps", "30", "--host", "ray", "--record", str(out), "--quiet"]) == 0
@@ -489,6 +493,7 @@ def test_ctrl_c_keeps_what_finished_and_resume_runs_only_the_rest(cluster, tmp_p
     assert all(t.attempts == 1 for t in done.trials)
 
 
+@pytest.mark.slow
 def test_a_trial_that_raises_is_retried_once_then_failed(cluster, tmp_path):
     @ray.remote(num_cpus=1, max_retries=0)
     def raises():
@@ -541,6 +546,7 @@ def test_losing_a_node_mid_sweep_retries_its_trials_on_the_other(cluster, tmp_pa
             assert rec.rows("train_loss") == 15000 and rec.attrs["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_copy_of_sweep_folder_is_still_a_sweep(swept, tmp_path):
     folder, _ = swept
     copy = tmp_path / "copy"
