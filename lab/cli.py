@@ -5,7 +5,9 @@
     dynlab replay FILE          open the app replaying a recording
     dynlab presets              list presets
     dynlab engines              list engines and their hyperparameters
-    dynlab run PRESET [...]     train headless, optionally recording (--record FILE [--overwrite])
+    dynlab run PRESET [...]     train headless, optionally recording (--record FILE [--overwrite];
+                                --host ray: on a Ray cluster; --from REC --at STEP: a branch)
+    dynlab sweep PRESET [...]   a grid of hyperparameters x seeds as Ray tasks, into a folder
     dynlab inspect FILE         what a recording holds (--repair: finalise a killed writer's file)
     dynlab export FILE --csv DIR | --tensorboard DIR   share a recording
     dynlab install-desktop      add dynlab to the application menu
@@ -66,7 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="override a hyperparameter"
     )
-    r.add_argument("--host", choices=("thread", "process"), default="thread", help="where the engine runs")
+    r.add_argument(
+        "--host", choices=("thread", "process", "ray"), default="thread", help="where the engine runs"
+    )
+    r.add_argument("--address", help="Ray cluster for --host ray (default: RAY_ADDRESS, else a local Ray)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument(
         "--print",
@@ -92,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--start", action="store_true", help="start training at once")
     d = sub.add_parser("install-desktop", help="add dynlab to your application menu (this user)")
     d.add_argument("--uninstall", action="store_true", help="remove the menu entry again")
+    _sweep_parser(sub)
     rp = sub.add_parser("replay", help="open the app replaying a recording")
     rp.add_argument("file")
     rp.add_argument("--present", action="store_true", help="presentation mode")
@@ -116,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "export": _export,
             "install-desktop": _install_desktop,
             **dict.fromkeys(("live", "set", "pause", "resume", "stop"), _watching),
+            "sweep": _sweep,
         }[args.command](args)
     except KeyboardInterrupt:
         print("dynlab: interrupted", file=sys.stderr)
@@ -123,11 +130,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         from dynlab.engines.spec import SpecError
         from dynlab.presets import PresetError
+        from dynlab.ray_host import RayUnavailable
         from dynlab.recording import RecordingError
+        from dynlab.sweep import SweepError
 
         if args.debug:
             raise
-        known = (CliError, SpecError, PresetError, RecordingError, FileNotFoundError)
+        known = (
+            CliError,
+            SpecError,
+            PresetError,
+            RecordingError,
+            FileNotFoundError,
+            RayUnavailable,
+            SweepError,
+        )
         prefix = (
             "dynlab: error: "
             if isinstance(exc, known)
@@ -352,6 +369,9 @@ def _run(args: argparse.Namespace) -> int:
         resolve_device(args.device)  # refuse a missing device before starting
     if args.record and args.overwrite:
         discard_recording(args.record)
+    ray = {"address": args.address} if args.host == "ray" else {}
+    if args.address and args.host != "ray":
+        raise CliError("--address is for --host ray")
     run = Run(
         preset,
         record=args.record,
@@ -359,6 +379,7 @@ def _run(args: argparse.Namespace) -> int:
         display_queue=65536,
         checkpoint_every=args.checkpoint_every,
         branch=start,
+        **ray,
     )
     stopper = _Stopper(run)
     forced_status = ""
@@ -458,6 +479,29 @@ def _clean(text: object) -> str:
     if s.isprintable():
         return s
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in s)
+
+
+def _sweep_parser(sub: Any) -> None:
+    s = sub.add_parser("sweep", help="run a preset over a grid of hyperparameters x seeds on Ray")
+    s.add_argument("preset", help="preset name or path to a TOML file")
+    s.add_argument(
+        "--grid", action="append", default=[], metavar="NAME=V1,V2,...", help="a swept hyperparameter"
+    )
+    s.add_argument("--seeds", help="a range 0-4 or a list 0,3,7 (default: the preset's [sweep] seeds)")
+    s.add_argument("--steps", type=int, help="steps per trial (default: the preset's)")
+    s.add_argument("--out", required=True, metavar="DIR", help="folder for sweep.json and the recordings")
+    s.add_argument(
+        "--max-parallel", type=int, metavar="K", help="trials at once (default: the cluster's CPUs)"
+    )
+    s.add_argument("--address", help="Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+    s.add_argument("--resume", action="store_true", help="run only the trials DIR does not have yet")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from dynlab.sweep import cli
+
+    return cli(args)
 
 
 def _fmt(x: Any) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dynlab.engines.spec import SpecError, suggest
+from dynlab.sweepspec import SweepSpec, SweepSpecError, check_against_engine, parse_sweep
 from dynlab.viewspec import VIEW_KINDS, ViewSpec, toml_types
 
 FORMAT_VERSION = 1
@@ -29,6 +30,7 @@ _TOP_KEYS = {
     "hyperparameters": "table",
     "probes": "table",
     "views": "array of tables",
+    "sweep": "table",
 }
 _REQUIRED = ("format_version", "engine", "title", "summary", "paper")
 _RUN_KEYS = {"steps": int, "seed": int, "device": str}
@@ -57,6 +59,7 @@ class Preset:
     probes: dict[str, int]
     views: tuple[ViewSpec, ...]
     tags: tuple[str, ...] = field(default=())
+    sweep: SweepSpec | None = None  # the [sweep] table (dynlab.sweepspec)
 
     def with_overrides(
         self,
@@ -216,6 +219,7 @@ def parse(text: str, *, name: str = "<preset>", path: str = "<preset>", check_en
         probes=dict(probes),
         views=tuple(views),
         tags=tuple(tags),
+        sweep=parse_sweep(data["sweep"], err) if "sweep" in data else None,
     )
     if check_engine:
         validate_against_engine(preset)
@@ -261,6 +265,11 @@ def validate_against_engine(preset: Preset) -> dict[str, Any]:
                     f"{path}: views[{i}].streams: engine {spec.name!r} has no stream {s!r}"
                     f"{suggest(s, sorted(streams))}"
                 )
+    if preset.sweep is not None:
+        try:
+            check_against_engine(preset.sweep, spec, streams, path)
+        except SweepSpecError as exc:
+            raise PresetError(str(exc)) from None
     return engine.params
 
 

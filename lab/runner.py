@@ -12,6 +12,9 @@ Hosts
     The worker loop in a child process (spawned) that owns torch and the recorder;
     frames come back pickled. Beside a drawing UI on few cores this keeps the engine
     off the GIL (see ``bench/bench_hosts.py``), and an engine crash cannot take the app down.
+``ray``
+    The worker loop in a Ray actor, on any node of a cluster (``dynlab.ray_host.RayRun``;
+    ``Run(..., host="ray")`` builds one); the recording is written on this side.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from dynlab.source import Control, Item, Ready, RunState, Status, UnsupportedCon
 from dynlab.worker import RunConfig, Worker, work
 
 _DISPLAY_QUEUE = 4096
-HOSTS = ("thread", "process")
+HOSTS = ("thread", "process", "ray")
 #: Seconds a child engine process waits, after its parent died, for its loop to stop by itself.
 _ORPHAN_GRACE_S = 3.0
 
@@ -90,6 +93,14 @@ class Run:
             Control.CONTINUE_UNRECORDED,
         }
     )
+
+    def __new__(cls, *args: Any, host: str = "thread", **kwargs: Any) -> Run:
+        # host="ray" builds the Ray-hosted run (dynlab.ray_host, imported only when asked for).
+        if host == "ray" and cls is Run:
+            from dynlab.ray_host import RayRun
+
+            return super().__new__(RayRun)
+        return super().__new__(cls)
 
     def __init__(
         self,

@@ -51,18 +51,30 @@ def test_restored_engine_reproduces_its_frames_exactly(name):
 
 
 def _parent(tmp_path, steps=60, every=10, sets=None):
+    """A recorded quadratic run; ``sets`` maps a step to a live edit applied exactly there."""
     path = str(tmp_path / "parent.h5")
     preset = presets.load("quadratic").with_overrides(steps=steps)
-    run = Run(preset, record=path, checkpoint_every=every)
+    run = Run(preset, record=path, checkpoint_every=every, start_paused=bool(sets))
     run.start()
-    pending = dict(sets or {})
+    for at, (name, value) in sorted((sets or {}).items()):
+        run.single_step(at - run.step)
+        _wait(lambda: (run.drain(), run.step == at and run.state == "paused")[1])
+        run.set(name, value)
+    if sets:
+        run.resume()
     while run.alive:
         run.drain()
-        for s in sorted(pending):
-            if run.step >= s:
-                run.set(*pending.pop(s))
     run.drain()
     return path
+
+
+def _wait(cond, timeout=30.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met"
+        time.sleep(0.002)
 
 
 def _losses(path):

@@ -13,6 +13,7 @@ from dynlab import presets
 from dynlab.recording import RecordingError
 from dynlab.ui.attach import attach_running
 from dynlab.ui.gallery import Gallery
+from dynlab.ui.hosts import add_host_menu
 from dynlab.ui.recent import find_recordings
 from dynlab.ui.workspace import Workspace, recordings_dir
 
@@ -71,6 +72,7 @@ class MainWindow(QtWidgets.QMainWindow):
         f.addAction("&Open recording…", self.choose_recording, QtGui.QKeySequence.StandardKey.Open)
         f.addAction("Open preset &file…", self.choose_preset_file)
         f.addAction("&Attach to running training…", lambda: attach_running(self))
+        f.addAction("Open s&weep…", self.choose_sweep)
         self.recent_menu = f.addMenu("Recent recordings")
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
         f.addSeparator()
@@ -99,6 +101,8 @@ class MainWindow(QtWidgets.QMainWindow):
         r.addAction("Restart with a &new seed", self.workspace.restart)
         r.addAction("&Add a run with another seed", self.workspace.add_seed)
         r.addAction("&Branch from here…", self.workspace.branch_from_here, QtGui.QKeySequence("Ctrl+B"))
+        r.addSeparator()
+        add_host_menu(self, r)  # thread / process / Ray, and the Ray cluster address
         v = mb.addMenu("&View")
         v.addAction("&Presentation mode", self.toggle_presentation, QtGui.QKeySequence("F11"))
         theme = v.addMenu("&Theme")
@@ -133,6 +137,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # ------------------------------------------------------------------ actions
     def open_preset(self, name_or_path: str, start: bool = False) -> bool:
+        if (Path(name_or_path) / "sweep.json").is_file():  # `dynlab open DIR` on a sweep folder
+            return self.open_sweep(name_or_path)
         try:
             preset = presets.load(name_or_path, check_engine=False)
         except presets.PresetError as exc:
@@ -157,6 +163,16 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setWindowTitle(f"dynlab — replay {Path(path).name}")
         self.add_recent(path)
         return True
+
+    def open_sweep(self, folder: str) -> bool:
+        from dynlab.ui.sweep import show_sweep
+
+        return show_sweep(self, folder)
+
+    def choose_sweep(self) -> None:
+        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Open sweep (a folder with sweep.json)")
+        if folder:
+            self.open_sweep(folder)
 
     def new_window(self) -> MainWindow:
         """Another window on the gallery: two presets side by side, each with its runs."""
