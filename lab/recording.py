@@ -453,6 +453,11 @@ class Recorder:
     def closed(self) -> bool:
         return self._f is None
 
+    @property
+    def last_flush(self) -> float:
+        """``time.monotonic()`` of the last flush (a host flushing on its own clock reads it)."""
+        return self._last_flush
+
 
 def abort_open_recorders(status: str = "interrupted", timeout: float = 2.0) -> list[str]:
     """Close every recorder still open in this process (a forced stop); returns their paths.

@@ -58,7 +58,7 @@ def _parent(tmp_path, steps=60, every=10, sets=None):
     run.start()
     for at, (name, value) in sorted((sets or {}).items()):
         run.single_step(at - run.step)
-        _wait(lambda: (run.drain(), run.step == at and run.state == "paused")[1])
+        _wait(lambda at=at: (run.drain(), run.step == at and run.state == "paused")[1])
         run.set(name, value)
     if sets:
         run.resume()
