@@ -15,7 +15,11 @@ from typing import Any
 from PySide6 import QtCore, QtWidgets
 
 from dynlab.engines.spec import Param
+from dynlab.recording import RecordingError
+from dynlab.runner import Run
+from dynlab.source import Control
 from dynlab.ui.params import ParameterPanel
+from dynlab.ui.recordings import new_recording
 
 
 class BranchDialog(QtWidgets.QDialog):
@@ -95,3 +99,68 @@ class BranchTree(QtWidgets.QTreeWidget):
         path = item.data(0, QtCore.Qt.ItemDataRole.UserRole)
         if path:
             self.open_requested.emit(str(path))
+
+
+def branch_point(ws: Any) -> tuple[str, str, int] | None:
+    """``(run id, parent recording, step)`` a branch would leave from now, or ``None``.
+
+    At a replay cursor the branch diverges after the step shown; on a live run, after
+    the last step recorded.
+    """
+    for rid, src in ws.seekables().items():
+        if src.recording:
+            return rid, src.recording, src.step + 1
+    for rid, src in ws.sources.items():
+        if Control.SET in src.controls and src.recording:
+            return rid, src.recording, src.step
+    return None
+
+
+def grow_branch(ws: Any, changes: dict[str, Any] | None) -> Any:
+    """Grow a branch of ``ws``'s run at :func:`branch_point` with ``changes``; ``None`` asks in a dialog.
+
+    The branch runs live in the workspace, recording to a new file; its parent turns into
+    ghost lines and the branch joins the side panel's tree. Returns the branch, or ``None``.
+    """
+    from dynlab import branch
+
+    point = branch_point(ws)
+    if point is None:
+        ws._error("Nothing to branch from", "Open a recording, or start a run with recording on.")
+        return None
+    parent_id, parent, at = point
+    try:
+        preset, start = branch.prepare(parent, at)
+    except (branch.BranchError, RecordingError) as exc:
+        ws._error("Cannot branch", str(exc))
+        return None
+    if changes is None:
+        from dynlab.engines.base import get_engine  # the specs: torch is imported here, once
+
+        specs = {p.name: p for p in get_engine(preset.engine).spec.params}
+        now = dict(preset.hyperparameters) | {name: v for _, name, v in start.edits}
+        dlg = BranchDialog(at, specs, now, ws)
+        if dlg.exec() != QtWidgets.QDialog.DialogCode.Accepted:
+            return None
+        changes = dlg.changes()
+    start.sets = dict(changes)
+    n = sum(1 for rid in ws.sources if rid.startswith("branch"))
+    label = f"branch @{at}" + (
+        ": " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in changes.items())
+        if changes
+        else ""
+    )
+    record = new_recording(f"{Path(parent).stem}-branch{at}")
+    src = Run(preset, record=record, host=ws.host, on_diverge="pause", label=label, branch=start)
+    src.start()
+    parent_src = ws.sources[parent_id]
+    if not parent_src.label:
+        parent_src.label = "parent"
+        for v in ws.views:
+            v.add_run(parent_id, "parent")
+    ws._add_source(f"branch{n + 1}", src)
+    for v in ws.views:
+        v.set_ghost(parent_id)
+    ws.left_scroll.branches.add(parent, record, at, label)
+    ws.timer.start()
+    return src

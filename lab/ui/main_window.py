@@ -15,7 +15,8 @@ from dynlab.ui.attach import attach_running
 from dynlab.ui.gallery import Gallery
 from dynlab.ui.hosts import add_host_menu
 from dynlab.ui.recent import find_recordings
-from dynlab.ui.workspace import Workspace, recordings_dir
+from dynlab.ui.recordings import recordings_dir
+from dynlab.ui.workspace import Workspace
 
 MAX_RECENT = 20
 _WINDOWS: list[MainWindow] = []  # extra windows stay alive until closed

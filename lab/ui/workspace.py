@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from PySide6 import QtCore, QtWidgets
 
 from dynlab.frames import Event, Frame, Stream
 from dynlab.player import Player
 from dynlab.presets import Preset, PresetError, ViewSpec, parse
-from dynlab.recording import RecordingError
 from dynlab.runner import Run, default_host
-from dynlab.source import Control, Item, Ready, RunState, Seekable, Source
+from dynlab.source import Control, Item, Ready, RunState, Source
 from dynlab.ui.controls import Timeline
+from dynlab.ui.recordings import default_views, new_recording
+from dynlab.ui.replay import ReplayMixin
 from dynlab.ui.sidepanel import SidePanel, alert_for
 from dynlab.ui.viewarea import ViewArea
 
@@ -34,36 +34,7 @@ REFRESH_BUDGET_S = 0.012
 MARKED = ("set", "phase", "diverged", "failed", "warning", "record_error", "refused", "branch")
 
 
-def recordings_dir() -> Path:
-    base = QtCore.QStandardPaths.writableLocation(QtCore.QStandardPaths.StandardLocation.AppDataLocation)
-    path = Path(os.environ.get("DYNLAB_RECORDINGS") or (Path(base or Path.home() / ".dynlab") / "recordings"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _stamp() -> str:
-    return datetime.now().strftime("%Y%m%d-%H%M%S")
-
-
-def _fresh(path: Path) -> Path:
-    """``path``, or ``path`` with -2, -3... when it exists (two starts within a second)."""
-    k, out = 2, path
-    while out.exists():
-        out = path.with_name(f"{path.stem}-{k}{path.suffix}")
-        k += 1
-    return out
-
-
-def default_views(streams: Sequence[Stream]) -> tuple[ViewSpec, ...]:
-    """One view per stream, for recordings whose preset text cannot be read."""
-    return tuple(
-        ViewSpec(title=s.name, streams=(s.name,), log_y=s.log_scale)
-        for s in streams
-        if s.name != "probe_seconds"
-    )
-
-
-class Workspace(QtWidgets.QWidget):
+class Workspace(ReplayMixin, QtWidgets.QWidget):
     """Views + controls for one preset (live, possibly several seeds) or one recording.
 
     Signals
@@ -240,102 +211,15 @@ class Workspace(QtWidgets.QWidget):
             v.add_run(run_id, src.label)
 
     # ------------------------------------------------------------------ branches
-    def branch_point(self) -> tuple[str, str, int] | None:
-        """``(run id, parent recording, step)`` a branch would leave from now, or ``None``.
-
-        At a replay cursor the branch diverges after the step shown; on a live run, after
-        the last step recorded.
-        """
-        for rid, src in self.seekables().items():
-            if src.recording:
-                return rid, src.recording, src.step + 1
-        for rid, src in self.sources.items():
-            if Control.SET in src.controls and src.recording:
-                return rid, src.recording, src.step
-        return None
-
     def branch_from_here(self, changes: dict[str, Any] | None = None) -> Source | None:
-        """Grow a branch at :meth:`branch_point` with ``changes``; ``None`` asks in a dialog."""
-        from dynlab import branch
-        from dynlab.ui.branching import BranchDialog
+        """Grow a what-if branch at the replay cursor or a live run (``None`` asks in a dialog)."""
+        from dynlab.ui.branching import grow_branch
 
-        point = self.branch_point()
-        if point is None:
-            self._error("Nothing to branch from", "Open a recording, or start a run with recording on.")
-            return None
-        parent_id, parent, at = point
-        try:
-            preset, start = branch.prepare(parent, at)
-        except (branch.BranchError, RecordingError) as exc:
-            self._error("Cannot branch", str(exc))
-            return None
-        if changes is None:
-            from dynlab.engines.base import get_engine  # the specs: torch is imported here, once
-
-            specs = {p.name: p for p in get_engine(preset.engine).spec.params}
-            now = dict(preset.hyperparameters) | {name: v for _, name, v in start.edits}
-            dlg = BranchDialog(at, specs, now, self)
-            if dlg.exec() != QtWidgets.QDialog.DialogCode.Accepted:
-                return None
-            changes = dlg.changes()
-        start.sets = dict(changes)
-        n = sum(1 for rid in self.sources if rid.startswith("branch"))
-        label = f"branch @{at}" + (
-            ": " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in changes.items())
-            if changes
-            else ""
-        )
-        record = str(_fresh(recordings_dir() / f"{Path(parent).stem}-branch{at}-{_stamp()}.h5"))
-        src = Run(preset, record=record, host=self.host, on_diverge="pause", label=label, branch=start)
-        src.start()
-        parent_src = self.sources[parent_id]
-        if not parent_src.label:
-            parent_src.label = "parent"
-            for v in self.views:
-                v.add_run(parent_id, "parent")
-        self._add_source(f"branch{n + 1}", src)
-        for v in self.views:
-            v.set_ghost(parent_id)
-        self.left_scroll.branches.add(parent, record, at, label)
-        self.timer.start()
-        return src
+        return grow_branch(self, changes)
 
     def steerable(self) -> list[Source]:
         """The sources that take live commands (pause, step, set...)."""
         return [s for s in self.sources.values() if Control.SET in s.controls]
-
-    def seekables(self) -> dict[str, Seekable]:
-        """The sources the timeline drives (recordings), by run id."""
-        return {rid: cast(Seekable, s) for rid, s in self.sources.items() if Control.SEEK in s.controls}
-
-    def seekable(self) -> Seekable | None:
-        """The first recording the timeline drives, if any."""
-        return next(iter(self.seekables().values()), None)
-
-    def add_replay(self, path: str) -> str:
-        """Overlay another recording on the open one: its series join every view that shows its streams.
-
-        Runs are aligned by step and each gets its own colour; the legend names the file.
-        Returns the run id given to it.
-        """
-        if not self.seekables():
-            self.open_replay(path)
-            return ""
-        player = Player(path, label=Path(path).stem)
-        run_id = player.label
-        while run_id in self.sources:
-            run_id += "'"
-        first = self.sources[""]
-        if not first.label:
-            first.label = Path(first.recording or "run").stem
-            for v in self.views:
-                v.add_run("", first.label)
-        player.drain()  # its Ready: the views already exist
-        self._add_source(run_id, player)
-        spans = self.seekables().values()
-        self.timeline.set_range(min(s.first for s in spans), max(s.last for s in spans))
-        self.seek(max(s.last for s in spans))
-        return run_id
 
     # ------------------------------------------------------------------ live control
     def start(self) -> None:
@@ -350,7 +234,7 @@ class Workspace(QtWidgets.QWidget):
     def _launch(self, run_id: str, preset: Preset, label: str) -> Source:
         record = None
         if self.controls.record.isChecked():
-            record = str(_fresh(recordings_dir() / f"{preset.name}-{_stamp()}-seed{preset.seed}.h5"))
+            record = new_recording(f"{preset.name}-seed{preset.seed}")
         threads = max(1, (os.cpu_count() or 2) - 1) if self.host == "process" else None
         src = Run(
             preset,
@@ -429,56 +313,6 @@ class Workspace(QtWidgets.QWidget):
 
     def _on_param_edited(self, name: str, value: Any) -> None:
         self.set_param(name, value)
-
-    # ------------------------------------------------------------------ replay control
-    def seek(self, step: int) -> None:
-        """Move every recording's cursor to ``step``; the views show the state there."""
-        players = self.seekables()
-        if not players:
-            return
-        delivered = {rid: src.seek(step) for rid, src in players.items()}
-        for v in self.views:
-            v.clear()
-        self.log.clear()
-        self.events.clear()
-        for rid, items in delivered.items():
-            self._deliver(rid, items)
-        cursor = max(src.step for src in players.values())
-        for v in self.views:
-            v.set_cursor(cursor)
-            v.refresh()
-        self._update_status()
-
-    def toggle_play(self) -> None:
-        players = list(self.seekables().values())
-        if not players:
-            return
-        if any(p.state is RunState.PLAYING for p in players):
-            for p in players:
-                p.pause()
-            return
-        if all(p.state is RunState.FINISHED or p.step >= p.total_steps for p in players):
-            self.seek(-1)
-        for p in players:
-            p.resume()
-
-    def faster(self) -> None:
-        for p in self.seekables().values():
-            p.faster()
-
-    def slower(self) -> None:
-        for p in self.seekables().values():
-            p.slower()
-
-    def next_event(self) -> None:
-        steps = [s for p in self.seekables().values() if (s := p.next_event_step()) is not None]
-        if steps:
-            self.seek(min(steps))
-
-    def prev_event(self) -> None:
-        steps = [s for p in self.seekables().values() if (s := p.prev_event_step()) is not None]
-        if steps:
-            self.seek(max(steps))
 
     # ------------------------------------------------------------------ the display tick
     def _tick(self) -> None:
