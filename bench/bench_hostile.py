@@ -223,6 +223,39 @@ OPS = {
 }
 
 
+def _play(path: str, cap: int) -> str:
+    """Play at 32x with ticks that come a second late, 20 times; report the slowest tick."""
+    from dynlab import player as player_mod
+
+    player_mod.TICK_MAX_ROWS = cap
+    p = player_mod.Player(path, duration=30.0)
+    p.set_speed(32.0)
+    p.seek(-1)
+    p.play()
+    clock, worst, delivered = p._clock, 0.0, 0
+    for _ in range(20):
+        clock += 1.0  # a slow tick: everything due in the last second at 32x
+        t0 = time.perf_counter()
+        delivered += len(p.advance(now=clock))
+        worst = max(worst, time.perf_counter() - t0)
+    p.close()
+    return f"slowest tick {worst:.2f} s, {delivered:,} items"
+
+
+def op_play_guarded(path: str) -> str:
+    from dynlab.player import TICK_MAX_ROWS
+
+    return _play(path, TICK_MAX_ROWS)
+
+
+def op_play_unguarded(path: str) -> str:
+    """The player before issue 16: every step due since the last tick, uncapped."""
+    return _play(path, 1 << 62)
+
+
+OPS.update(play_guarded=op_play_guarded, play_unguarded=op_play_unguarded)
+
+
 def child(op: str, path: str) -> None:
     import h5py  # noqa: F401 - imports are not the operation's cost
 
@@ -283,6 +316,12 @@ def main() -> None:
         ("declared 4e8 rows, unwritten: open/seek", "declared", "refused", "h5py_seek"),
         ("one 256 MB chunk: inspect", "chunk", "inspect", "h5py_last_row"),
         ("10^6 events: inspect", "events", "inspect", "events_all"),
+        (
+            f"long ({args.steps:,} steps): play at 32x, 20 one-second-late ticks",
+            "long",
+            "play_guarded",
+            "play_unguarded",
+        ),
     ]
     rows = []
     for title, f, guarded, unguarded in cases:

@@ -26,6 +26,8 @@ SEEK_MAX_ROWS = 20_000
 #: (a slow redraw, a fast speed on a long recording) skips ahead through thinned rows
 #: instead of delivering everything due, so each tick costs a bounded amount.
 TICK_MAX_ROWS = 2_000
+#: Bytes of values one thinned tick reads at most, over all streams (wide heatmaps get fewer rows).
+TICK_MAX_BYTES = 4 << 20
 
 
 class Player:
@@ -199,13 +201,16 @@ class Player:
             self.pause()
             self.state = RunState.FINISHED
         capped = TICK_MAX_ROWS if self.cursor - old > TICK_MAX_ROWS else None
-        return self._between(old, self.cursor, max_rows=capped)
+        return self._between(old, self.cursor, max_rows=capped, max_bytes=TICK_MAX_BYTES)
 
-    def _between(self, after: int, upto: int, max_rows: int | None = None) -> list[Frame | Event]:
+    def _between(
+        self, after: int, upto: int, max_rows: int | None = None, max_bytes: int | None = None
+    ) -> list[Frame | Event]:
         """Frames with after < step <= upto, and events interleaved at their steps."""
         if upto <= after:
             return []
-        frames: Iterator[Frame] = self.file.frames(after + 1, upto + 1, max_rows=max_rows)
+        budget = {} if max_bytes is None else {"max_bytes": max_bytes}
+        frames: Iterator[Frame] = self.file.frames(after + 1, upto + 1, max_rows=max_rows, **budget)
         if self._events_complete:
             evs = [e for e in self._events if after < e.step <= upto]
         else:
