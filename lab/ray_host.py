@@ -120,10 +120,11 @@ def connect_soon(address: str | None = None) -> threading.Event:
     ray = import_ray(local=not address or is_loopback(address))
     with _keeper_lock:
         thread = _keeper.get("thread")
-        connecting = thread is not None and thread.is_alive() and not _keeper["done"].is_set()
-        done = _keeper.get("done")
-        if connecting or (ray.is_initialized() and done is not None and _keeper.get("failure") is None):
-            return done
+        done: threading.Event | None = _keeper.get("done")
+        if done is not None:
+            connecting = thread is not None and thread.is_alive() and not done.is_set()
+            if connecting or (ray.is_initialized() and _keeper.get("failure") is None):
+                return done
         if "release" in _keeper:
             _keeper["release"].set()  # the old connection's Ray was shut down: let its thread go
         done, release = threading.Event(), threading.Event()
@@ -331,7 +332,9 @@ class RayRun(Run):
         return self
 
     def _launch_when_connected(self) -> None:
-        if self._actor is not None or self._finished or not self._connected.is_set():
+        if self._actor is not None or self._finished:
+            return
+        if self._connected is None or not self._connected.is_set():  # not started, or still connecting
             return
         try:
             failure = connect_failure()

@@ -101,6 +101,12 @@ def test_sweep_presets_declare_their_phase_diagrams():
     assert list(eos.grid) == ["lr"] and eos.summaries[0].reference == "stability_threshold"
 
 
+def test_a_ray_run_not_yet_started_drains_nothing():
+    run = Run(presets.load("quadratic"), host="ray")
+    assert run.drain() == [] and not run.alive  # a UI timer may drain before start()
+    assert run.close().stopped
+
+
 def test_host_ray_without_ray_says_how_to_install(tmp_path):
     code = """
 import sys

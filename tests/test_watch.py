@@ -367,6 +367,73 @@ def test_stream_mistakes_are_clear():
             lab.step(loss=1.0)
 
 
+def test_a_stream_kind_is_checked_when_declared():
+    lab = dynlab.watch(make_model(), record=False, serve=False)
+    with pytest.raises(SpecError, match="unknown kind 'vectr' \\(did you mean 'vector'\\?\\)"):
+        lab.declare("acc", kind="vectr")
+    with pytest.raises(SpecError, match="stream 'p': unknown kind 'hist'"):
+        lab.probe("p", lambda: 1.0, kind="hist")
+    lab.declare("acc", kind="vector", labels=("a", "b"))
+    lab.step(acc=[0.5, 0.25])
+    lab.close()
+
+
+class _PathLike(os.PathLike):
+    """A path-like that is not a pathlib.Path (what some config libraries hand out)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+
+def test_a_layout_from_any_path_like_and_its_mistakes(tmp_path):
+    f = tmp_path / "views.toml"
+    f.write_text('[[views]]\ntitle = "L"\nstreams = ["loss"]\n')
+    with dynlab.watch(make_model(), record=False, serve=False, views=_PathLike(f)) as lab:
+        lab.step(loss=1.0)
+    assert lab._views == [{"title": "L", "streams": ["loss"]}]
+    f.write_text('views = "loss"\n')
+    with pytest.raises(SpecError, match="views.toml: the layout must be a list of views, got str"):
+        dynlab.watch(make_model(), record=False, serve=False, views=f)
+    with pytest.raises(SpecError, match=r"views\[1\]: a view must be a table \(dict\), got list"):
+        dynlab.watch(make_model(), record=False, serve=False, views=[{"streams": ["loss"]}, ["loss"]])
+
+
+def test_a_weight_without_a_gradient_is_nan_and_the_total_is_over_the_others(tmp_path):
+    class WithSpare(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = make_model()
+            self.spare = nn.Linear(4, 4)  # not used by forward: its grad stays None
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)
+
+    torch.manual_seed(0)
+    model = WithSpare()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = data()
+    with dynlab.watch(model, opt, record=tmp_path / "s.h5", serve=False) as lab:
+        for _ in range(2):
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            lab.step(loss=loss)
+    with Recording(tmp_path / "s.h5") as rec:
+        labels = rec.streams["grad_norm_layer"].labels
+        _, layer = rec.read("grad_norm_layer")
+        _, total = rec.read("grad_norm")
+    assert model.spare.weight.grad is None and "spare.weight" in labels
+    for name, value in zip(labels, layer[-1]):
+        g = model.get_parameter(name).grad
+        assert np.isnan(value) if g is None else value == pytest.approx(float(g.norm()), rel=1e-5)
+    present = [p.grad.double() for p in model.parameters() if p.grad is not None]
+    assert total[-1] == pytest.approx(float(torch.sqrt(sum((g**2).sum() for g in present))), rel=1e-5)
+
+
 def test_device_of_the_model_is_kept():
     model = make_model()
     with dynlab.watch(model, record=False, serve=False) as lab:

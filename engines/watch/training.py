@@ -29,10 +29,13 @@ from dynlab.engines.spec import SpecError, Stream
 
 __all__ = ["ScaleInvariantFinder", "StepProbes", "select_layers", "to_host"]
 
-_PRODUCERS: tuple[type, ...] = (nn.Linear, nn.modules.conv._ConvNd)
+_PRODUCERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.modules.conv._ConvNd)
 # Per-channel mean subtraction cancels the producer's bias: its weight is scale-invariant.
-_CANCEL_BIAS: tuple[type, ...] = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
-_SCALE_ONLY: tuple[type, ...] = (nn.LayerNorm, nn.GroupNorm) + (
+_CANCEL_BIAS: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+)
+_SCALE_ONLY: tuple[type[nn.Module], ...] = (nn.LayerNorm, nn.GroupNorm) + (
     (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()
 )
 
@@ -334,10 +337,14 @@ class StepProbes:
         vdot = np.vdot
         # List comprehensions over numpy views: this runs at every step and each extra
         # Python statement per tensor shows in the cost.
+        grads = [p.grad for p in self._all]
         try:
-            gsq = [vdot(a, a) for a in [p.grad.numpy() for p in self._all]]
-        except (AttributeError, RuntimeError, TypeError):  # a missing, sparse or differentiable grad
-            gsq = [_grad_sq(p.grad) for p in self._all]
+            arrays = [g.numpy() for g in grads if g is not None]
+            gsq = [vdot(a, a) for a in arrays] if len(arrays) == len(grads) else None
+        except (RuntimeError, TypeError):  # numpy() refuses a sparse or differentiable grad
+            gsq = None
+        if gsq is None:  # a missing, sparse or differentiable grad: one at a time
+            gsq = [_grad_sq(g) for g in grads]
         wsq = [vdot(w, w) for w in self._w_np]
         for w, prev, diff in zip(self._w_np, self._prev_np, self._diff_np):
             np.subtract(w, prev, out=diff)

@@ -56,7 +56,7 @@ class WatchedSource:
         self._history = history
         self._items: queue.Queue[Item] = queue.Queue()
         self._history_until = -1
-        self._history_due: int | None = None
+        self._history_due: tuple[str, int] | None = None  # (recording, last step) to read
         self._seen_events: set[tuple[int, str, float]] = set()
         self._closing = threading.Event()
         self._ended = False
@@ -154,8 +154,8 @@ class WatchedSource:
         try:
             while not self._closing.is_set():
                 if self._history_due is not None:
-                    until, self._history_due = self._history_due, None
-                    self._read_history(until)
+                    (path, until), self._history_due = self._history_due, None
+                    self._read_history(path, until)
                 msg = self.conn.recv(0.2)
                 if msg is not None:
                     self._on_message(msg)
@@ -203,14 +203,14 @@ class WatchedSource:
         )
         until = int(msg.get("history_until", -1))
         if self._history and self.recording and until >= 0:
-            self._history_due = until  # read by the reader thread, not the caller's
+            self._history_due = (self.recording, until)  # read by the reader thread, not the caller's
         self._history_until = until
 
-    def _read_history(self, until: int) -> None:
+    def _read_history(self, path: str, until: int) -> None:
         from dynlab.recording import Recording, RecordingError
 
         try:
-            with Recording(self.recording) as rec:
+            with Recording(path) as rec:
                 events = rec.events()
                 frames = list(rec.frames(None, until + 1, max_rows=HISTORY_MAX_ROWS))
         except (RecordingError, OSError, KeyError) as exc:

@@ -358,7 +358,8 @@ class Server:
                 self._drop(c)
             for key in list(self._sel.get_map().values()):
                 self._sel.unregister(key.fileobj)
-                key.fileobj.close()
+                if isinstance(key.fileobj, socket.socket):  # all are: the listener and the waker's end
+                    key.fileobj.close()
             self._waker.close()
             self._sel.close()
 

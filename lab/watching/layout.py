@@ -9,6 +9,7 @@ layout as the ``preset`` attribute, so ``dynlab replay`` shows the same views.
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -48,7 +49,7 @@ def preset_text(name: str, script: str, views: Iterable[Mapping[str, Any]] = ())
 
 
 def parse_views(
-    views: Sequence[Mapping[str, Any]] | str | Path | None, where: str = "views"
+    views: Sequence[Mapping[str, Any]] | str | os.PathLike[str] | None, where: str = "views"
 ) -> list[dict[str, Any]]:
     """Validate a layout (dicts, or a TOML file with ``[[views]]``); return it as plain dicts.
 
@@ -56,14 +57,20 @@ def parse_views(
     """
     if views is None:
         return []
-    if isinstance(views, (str, Path)):
-        where = str(views)
+    items: object = views
+    if isinstance(views, (str, os.PathLike)):
+        where = os.fspath(views)
         try:
             data = tomllib.loads(Path(views).read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise SpecError(f"{where}: cannot read the view layout: {exc}") from None
-        views = data.get("views", [])
-    raw = [dict(v) for v in views]
+        items = data.get("views", [])
+    if not isinstance(items, Sequence) or isinstance(items, str):
+        raise SpecError(f"{where}: the layout must be a list of views, got {type(items).__name__}")
+    for i, v in enumerate(items):
+        if not isinstance(v, Mapping):
+            raise SpecError(f"{where}[{i}]: a view must be a table (dict), got {type(v).__name__}")
+    raw = [dict(v) for v in items]
     for i, v in enumerate(raw):
         bad = [k for k in v if k not in _VIEW_KEYS]
         if bad:

@@ -24,13 +24,13 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dynlab.engines.spec import Event, Frame, SpecError, Stream
+from dynlab.engines.spec import STREAM_KINDS, Event, Frame, SpecError, Stream, StreamKind, suggest
 from dynlab.engines.watch.isolation import rng_preserved
 from dynlab.engines.watch.probes import ProbeContext, make_probe
 from dynlab.engines.watch.training import StepProbes, to_host
@@ -48,6 +48,8 @@ _session_ids = iter(range(1 << 30))
 _DEFAULT_NAMES = frozenset(
     {"lr", "grad_norm", "grad_norm_layer", "weight_norm", "update_angle", "effective_step", "probe_seconds"}
 )
+#: The kind of an undeclared value, by its number of dimensions.
+_KIND_OF_NDIM: dict[int, StreamKind] = {0: "scalar", 1: "vector", 2: "heatmap"}
 
 
 def recordings_dir() -> Path:
@@ -74,11 +76,11 @@ class _UserStream:
     def __init__(
         self, name: str, kind: str | None, labels: Sequence[str], units: str, description: str, log: bool
     ):
-        self.name, self.kind, self.labels = name, kind, tuple(str(x) for x in labels)
+        self.name, self.kind, self.labels = name, _stream_kind(name, kind), tuple(str(x) for x in labels)
         self.units, self.description, self.log = units, description, log
 
     def stream(self, value: np.ndarray) -> Stream:
-        kind = self.kind or {0: "scalar", 1: "vector", 2: "heatmap"}.get(value.ndim)
+        kind = self.kind or _KIND_OF_NDIM.get(value.ndim)
         if kind is None:
             raise SpecError(
                 f"{self.name}: a value of shape {value.shape} is not a scalar, vector or 2-D array"
@@ -92,7 +94,7 @@ class _UserStream:
         desc = self.description or "Your value, passed to lab.step()."
         return Stream(
             self.name, kind, shape, units=self.units, description=desc, labels=labels, log_scale=self.log
-        )  # type: ignore[arg-type]
+        )
 
 
 class _UserProbe:
@@ -160,7 +162,7 @@ class WatchSession:
         self._ctx = ProbeContext(
             model,
             loss_fn,
-            tuple(probe_batch) if probe_batch is not None else None,  # type: ignore[arg-type]
+            tuple(probe_batch) if probe_batch is not None else None,
             features,
             classifier,
             dict(transforms or {}),
@@ -463,7 +465,7 @@ class WatchSession:
                 # Not run at step 0 (it failed): declare what we know so the file stays consistent.
                 streams[up.name] = Stream(
                     up.name, up.declared.kind or "scalar", (), description=up.declared.description
-                )  # type: ignore[arg-type]
+                )
         for name in self._declared:
             if name not in streams:
                 raise SpecError(
@@ -768,6 +770,16 @@ def _finite(v: np.ndarray) -> bool:
 def _check_name(name: str) -> None:
     if name in _DEFAULT_NAMES:
         raise SpecError(f"{name!r} is a stream dynlab measures itself; use another name")
+
+
+def _stream_kind(name: str, kind: str | None) -> StreamKind | None:
+    # Checked at declare()/probe(), not when the first step builds the streams.
+    if kind is not None and kind not in STREAM_KINDS:
+        raise SpecError(
+            f"stream {name!r}: unknown kind {kind!r}{suggest(str(kind), list(STREAM_KINDS))}; "
+            f"expected one of {', '.join(STREAM_KINDS)}"
+        )
+    return cast("StreamKind | None", kind)  # checked against STREAM_KINDS above
 
 
 def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **kwargs: Any) -> WatchSession:
