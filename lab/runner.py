@@ -282,6 +282,8 @@ class Run:
         """
         items: list[Item] = self._backlog
         self._backlog = []
+        if self._thread is None and self._proc is None:
+            return items  # not started: nothing produced yet
         n = 0
         while limit is None or n < limit:
             try:
