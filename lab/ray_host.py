@@ -27,8 +27,8 @@ from typing import Any
 from dynlab.engines.spec import Event, Frame
 from dynlab.recording import Recorder, RecordingError
 from dynlab.runner import CloseReport, Run
-from dynlab.source import Item, Ready, RunState, Status
-from dynlab.worker import RunConfig, work
+from dynlab.source import CheckpointData, Item, Ready, RunState, Status
+from dynlab.worker import RunConfig, recording_meta, work
 
 INSTALL_HINT = (
     "Ray is not installed (--host ray and dynlab sweep run on Ray): "
@@ -183,16 +183,7 @@ def wants_gpu(device: str) -> bool:
 
 def engine_meta(cfg: RunConfig, ready: Ready, info: dict[str, Any]) -> dict[str, Any]:
     """Root attributes of a recording, the same ones a worker writing it itself would set."""
-    return {
-        "engine": info["engine"],
-        "engine_version": info["engine_version"],
-        "preset": cfg.preset_text,
-        "preset_name": cfg.preset_name,
-        "seed": cfg.seed,
-        "device": ready.device,
-        "hyperparameters": dict(ready.params),
-        "steps_planned": cfg.steps if cfg.steps is not None else -1,
-    }
+    return recording_meta(cfg, info["engine"], info["engine_version"], ready.device, dict(ready.params))
 
 
 class _Outbox:
@@ -230,7 +221,7 @@ class EngineHost:
 
     def __init__(self, cfg: RunConfig) -> None:
         cfg = copy.copy(cfg)
-        cfg.record = None  # recordings are written on the user's side
+        cfg.record = None  # recordings (checkpoints too: ``checkpoints_out``) are written on the user's side
         if cfg.torch_threads is None:
             cfg.torch_threads = _assigned_cpus()
         self.cfg = cfg
@@ -347,7 +338,7 @@ class RayRun(Run):
 
     def _launch(self) -> None:
         self._ray = import_ray()
-        cfg = replace(self.config, record=None)
+        cfg = replace(self.config, record=None, checkpoints_out=bool(self.recording))
         gpu = wants_gpu(cfg.device)
         if gpu and cfg.device.startswith("cuda:"):
             cfg.device = "cuda"  # Ray shows the actor only its own GPU, as cuda:0
@@ -412,6 +403,9 @@ class RayRun(Run):
                 self.param_specs = {p.name: p for p in item.param_specs}
                 self.ready = True
                 self._open_recording(item)
+            elif isinstance(item, CheckpointData):
+                self._record("checkpoint", item.step, item.arrays, item.state)
+                continue
             elif isinstance(item, Frame):
                 self._record("write", item)
             elif isinstance(item, Event):

@@ -91,6 +91,19 @@ class Status:
     message: str = ""
 
 
+@dataclass(frozen=True)
+class CheckpointData:
+    """An engine's state at ``step`` as plain arrays plus JSON, sent to the side that records.
+
+    Only hosts whose recording is written away from the engine (a Ray actor) send these;
+    the source that receives them stores them in its recording and never hands them out.
+    """
+
+    step: int
+    arrays: dict[str, Any]
+    state: dict[str, Any]
+
+
 Item = Frame | Event | Ready
 
 

@@ -36,7 +36,7 @@ from typing import Any
 from dynlab.engines.spec import Event, Frame
 from dynlab.presets import Preset
 from dynlab.recording import Recorder, Recording, RecordingError
-from dynlab.source import Ready, RunState
+from dynlab.source import CheckpointData, Ready, RunState
 from dynlab.sweepspec import SweepSpecError, parse_seeds
 from dynlab.worker import RunConfig, work
 
@@ -207,6 +207,7 @@ def trial_config(preset: Preset, trial: Trial, steps: int) -> RunConfig:
     # Built by Run itself, so a trial and a `dynlab run` of the same preset cannot drift apart.
     cfg = Run(trial_preset(preset, trial, steps)).config
     cfg.torch_threads = 1
+    cfg.checkpoints_out = True  # a trial's recording is branchable like any other
     return cfg
 
 
@@ -227,7 +228,7 @@ def run_trial(cfg: RunConfig) -> dict[str, Any]:
     items: list[Any] = []
     while not out.empty():
         item = out.get_nowait()
-        if isinstance(item, (Ready, Frame, Event)):
+        if isinstance(item, (Ready, Frame, Event, CheckpointData)):
             items.append(item)
     if state is RunState.FAILED:
         failed = [i for i in items if isinstance(i, Event) and i.kind == "failed"]
@@ -262,6 +263,8 @@ def write_recording(path: Path, cfg: RunConfig, result: dict[str, Any]) -> None:
                 rec.write(item)
             elif isinstance(item, Event):
                 rec.event(item)
+            elif isinstance(item, CheckpointData):
+                rec.checkpoint(item.step, item.arrays, item.state)
         rec.close(result["state"])
     except BaseException:
         rec.abort()

@@ -18,7 +18,7 @@ import numpy as np
 
 from dynlab.engines.spec import Event, SpecError
 from dynlab.recording import Recorder, RecordingError
-from dynlab.source import Ready, RunState, Status
+from dynlab.source import CheckpointData, Ready, RunState, Status
 
 #: How long a worker blocked on a paused run waits for a command before it reports again.
 _IDLE_POLL_S = 0.1
@@ -50,6 +50,9 @@ class RunConfig:
     checkpoint_every: int | None = None
     #: Start as a branch of a recording (``dynlab.branch.BranchStart``), or from scratch.
     branch: Any = None
+    #: Send checkpoints out as ``CheckpointData`` items (a host whose recording is written
+    #: elsewhere, e.g. on the user's side of a Ray actor) instead of writing them here.
+    checkpoints_out: bool = False
 
 
 def _put_display(out: Any, item: Any, must: bool = False) -> None:
@@ -58,6 +61,29 @@ def _put_display(out: Any, item: Any, must: bool = False) -> None:
         out.put(item, block=must, timeout=5.0 if must else None)
     except queue.Full:
         pass
+
+
+def recording_meta(
+    cfg: RunConfig, engine: str, engine_version: Any, device: str, params: dict[str, Any]
+) -> dict[str, Any]:
+    """A recording's root attributes for a run, wherever its engine is hosted."""
+    meta: dict[str, Any] = {
+        "engine": engine,
+        "engine_version": engine_version,
+        "preset": cfg.preset_text,
+        "preset_name": cfg.preset_name,
+        "seed": cfg.seed,
+        "device": device,
+        "hyperparameters": dict(params),
+        "steps_planned": cfg.steps if cfg.steps is not None else -1,
+    }
+    if cfg.branch is not None:
+        meta |= {
+            "parent_recording": cfg.branch.parent,
+            "parent_step": cfg.branch.at,
+            "parent_started_at": cfg.branch.parent_started_at,
+        }
+    return meta
 
 
 class _Recording:
@@ -162,22 +188,7 @@ class Worker:
         self.engine = engine = cls(cfg.params, seed=cfg.seed, device=cfg.device, probes=cfg.probes)
         cfg.device = engine.device
         if cfg.record:
-            meta = {
-                "engine": cls.spec.name,
-                "engine_version": cls.spec.version,
-                "preset": cfg.preset_text,
-                "preset_name": cfg.preset_name,
-                "seed": cfg.seed,
-                "device": engine.device,
-                "hyperparameters": engine.params,
-                "steps_planned": cfg.steps if cfg.steps is not None else -1,
-            }
-            if cfg.branch is not None:
-                meta |= {
-                    "parent_recording": cfg.branch.parent,
-                    "parent_step": cfg.branch.at,
-                    "parent_started_at": cfg.branch.parent_started_at,
-                }
+            meta = recording_meta(cfg, cls.spec.name, cls.spec.version, engine.device, engine.params)
             rec = Recorder(cfg.record, engine.streams, meta, flush_interval=cfg.flush_interval)
             self.recording = _Recording(rec, self._record_failed)
         specs = cls.spec.params
@@ -197,7 +208,7 @@ class Worker:
             self.emit("branch", parent=b.parent, at=b.at, restored_from=how)
             for name, value in b.sets.items():
                 self._on_set(name, value)
-        if self.recording is not None and cfg.checkpoint_every != 0:
+        if (self.recording is not None or cfg.checkpoints_out) and cfg.checkpoint_every != 0:
             self._first_checkpoint()
         self.status()
 
@@ -227,16 +238,15 @@ class Worker:
 
     def _first_checkpoint(self) -> None:
         """Checkpoint the starting state; choose the cadence from its size when not given."""
-        t0 = time.perf_counter()
         nbytes = self._checkpoint()
-        ms = (time.perf_counter() - t0) * 1e3
         every = self.cfg.checkpoint_every
         if every is None:
             every = _auto_checkpoint_every(nbytes, self.engine.streams, self.cfg.steps)
         self.checkpoint_every = int(every)
+        # No timing in the event: a recording's events must not depend on the machine's load.
         self.emit(
             "info",
-            message=f"checkpoints every {every} steps ({nbytes / 1e6:.2f} MB, {ms:.0f} ms each)",
+            message=f"checkpoints every {every} steps ({nbytes / 1e6:.2f} MB each)",
             checkpoint_every=every,
             checkpoint_bytes=nbytes,
         )
@@ -247,6 +257,8 @@ class Worker:
         arrays, meta = state.capture(self.engine)
         if self.recording is not None:
             self.recording.checkpoint(self.engine.step_count, arrays, meta)
+        elif self.cfg.checkpoints_out:
+            _put_display(self.out, CheckpointData(self.engine.step_count, arrays, meta), must=True)
         return sum(a.nbytes for a in arrays.values())
 
     def _loop(self) -> None:
@@ -338,9 +350,9 @@ class Worker:
             self.step_budget -= 1
         if self.recording is not None:
             self.recording.write(frame)
-            if self.checkpoint_every and engine.step_count % self.checkpoint_every == 0:
-                self._checkpoint()
         _put_display(self.out, frame)
+        if self.checkpoint_every and engine.step_count % self.checkpoint_every == 0:
+            self._checkpoint()
         for ev in engine.pop_events():
             self._emit_event(ev)
         now = time.monotonic()
