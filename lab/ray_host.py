@@ -27,7 +27,7 @@ from typing import Any
 from dynlab.engines.spec import Event, Frame
 from dynlab.recording import Recorder, RecordingError
 from dynlab.runner import CloseReport, Run
-from dynlab.source import CheckpointData, Item, Ready, RunState, Status
+from dynlab.source import CheckpointData, Item, Ready, RunState
 from dynlab.worker import RunConfig, recording_meta, work
 
 INSTALL_HINT = (
@@ -390,28 +390,16 @@ class RayRun(Run):
     def _absorb(self, batch: list[Any]) -> list[Item]:
         out: list[Item] = []
         for item in batch:
-            if isinstance(item, Status):
-                self.state, self.step = RunState(item.state), item.step
-                self.steps_per_second, self.device, self.message = (
-                    item.steps_per_second,
-                    item.device,
-                    item.message,
-                )
-                continue
-            if isinstance(item, Ready):
-                self.streams, self.params, self.device = item.streams, dict(item.params), item.device
-                self.param_specs = {p.name: p for p in item.param_specs}
-                self.ready = True
-                self._open_recording(item)
-            elif isinstance(item, CheckpointData):
+            if isinstance(item, CheckpointData):  # stored here, never handed out
                 self._record("checkpoint", item.step, item.arrays, item.state)
                 continue
+            if not self._take(item):
+                continue
+            if isinstance(item, Ready):
+                self._open_recording(item)
             elif isinstance(item, Frame):
                 self._record("write", item)
             elif isinstance(item, Event):
-                self.events.append(item)
-                if item.kind == "set":
-                    self.params[item.payload["name"]] = item.payload["new"]
                 self._record("event", item)
             out.append(item)
         return out

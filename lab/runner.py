@@ -291,23 +291,8 @@ class Run:
             except (queue.Empty, EOFError, OSError):
                 break
             n += 1
-            if isinstance(item, Status):
-                self.state, self.step = RunState(item.state), item.step
-                self.steps_per_second, self.device, self.message = (
-                    item.steps_per_second,
-                    item.device,
-                    item.message,
-                )
-                continue
-            if isinstance(item, Ready):
-                self.streams, self.params, self.device = item.streams, dict(item.params), item.device
-                self.param_specs = {p.name: p for p in item.param_specs}
-                self.ready = True
-            elif isinstance(item, Event):
-                self.events.append(item)
-                if item.kind == "set":
-                    self.params[item.payload["name"]] = item.payload["new"]
-            items.append(item)
+            if self._take(item):
+                items.append(item)
         if (
             self._proc is not None
             and not self._proc.is_alive()
@@ -322,6 +307,30 @@ class Run:
                 self.events.append(ev)
                 items.append(ev)
         return items
+
+    def _take(self, item: Any) -> bool:
+        """Update this run from one item of its worker; True if ``drain()`` hands it out.
+
+        ``Status`` updates the attributes only; ``Ready`` and ``set`` events also update
+        the streams and hyperparameters the UI reads.
+        """
+        if isinstance(item, Status):
+            self.state, self.step = RunState(item.state), item.step
+            self.steps_per_second, self.device, self.message = (
+                item.steps_per_second,
+                item.device,
+                item.message,
+            )
+            return False
+        if isinstance(item, Ready):
+            self.streams, self.params, self.device = item.streams, dict(item.params), item.device
+            self.param_specs = {p.name: p for p in item.param_specs}
+            self.ready = True
+        elif isinstance(item, Event):
+            self.events.append(item)
+            if item.kind == "set":
+                self.params[item.payload["name"]] = item.payload["new"]
+        return True
 
     @property
     def alive(self) -> bool:
