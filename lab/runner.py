@@ -121,6 +121,7 @@ class Run:
             seed=preset.seed,
             device=preset.device,
             probes=dict(preset.probes),
+            probe_budget=preset.probe_budget,
             record=record,
             preset_text=preset.text,
             preset_name=preset.name,
