@@ -62,24 +62,34 @@ class ViewArea(QtWidgets.QMainWindow):
         self.set_views(key, titled)
         self.views = [w for _, w in titled]
 
-    def refresh_within_budget(self, budget_s: float) -> None:
-        """Redraw views round-robin until ``budget_s`` of this tick is spent.
+    def refresh_within_budget(self, budget_s: float) -> int:
+        """Redraw the views a user can see, round-robin, until ``budget_s`` of this tick is spent.
 
         One tick redrawing every view can take longer than a frame when several heavy
         views change at once; that is the latency a click waits for. Views left over are
-        redrawn first on the next tick, so each still updates within a few ticks.
+        redrawn first on the next tick, so each still updates within a few ticks. A view
+        in a closed dock or a hidden tab is not redrawn at all: it keeps its new rows and
+        draws them on the first tick after it is shown again. A view with nothing new
+        returns at once (``StreamView.refresh``). Returns how many views had to redraw.
         """
         n = len(self.views)
         if not n:
-            return
+            return 0
+        shown = {id(w) for w in self.visible_widgets()}
         deadline = time.perf_counter() + budget_s
         start = self._next_view % n
+        drawn = 0
         for k in range(n):
             i = (start + k) % n
-            self.views[i].refresh()
+            view = self.views[i]
             self._next_view = i + 1
+            if id(view) not in shown or not getattr(view, "_dirty", True):
+                continue
+            view.refresh()
+            drawn += 1
             if time.perf_counter() > deadline:
                 break
+        return drawn
 
     def set_views(self, key: str, titled: Sequence[tuple[str, QtWidgets.QWidget]]) -> None:
         """Show ``(title, widget)`` pairs as docks; restore the layout saved under ``key``."""
@@ -144,3 +154,93 @@ class ViewArea(QtWidgets.QMainWindow):
             self.placeholder.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
             self.setCentralWidget(self.placeholder)
         self.placeholder.setVisible(True)
+
+
+class DisplayPacer(QtCore.QObject):
+    """Lowers the display rate by itself when drawing falls behind, and raises it back.
+
+    A frame lasts from the start of a display tick until the event loop next goes idle
+    (the event dispatcher's ``aboutToBlock``), so it includes the paints of the views the
+    tick redrew, which Qt runs after the tick: it is what one frame costs the GUI thread. When frames cost more than
+    half the tick interval, the timer steps down a rate ladder (30, 20, 15, 10, 6 Hz):
+    the window keeps answering clicks, and an engine in this process keeps the GIL for
+    longer. When frames cost less than a quarter of the next faster interval for a
+    second, it steps back up.
+
+    Parameters
+    ----------
+    timer
+        The display timer (its interval is changed here).
+    hz
+        The rate to hold when drawing keeps up.
+    """
+
+    LADDER = (30.0, 20.0, 15.0, 10.0, 6.0)
+
+    def __init__(self, timer: QtCore.QTimer, hz: float) -> None:
+        super().__init__(timer)  # a child of the timer: its connection ends with it
+        self.timer = timer
+        self.rates = tuple(r for r in self.LADDER if r <= hz) or (hz,)
+        self.level = 0
+        self.cost = 0.0  # moving average of a frame's seconds on the GUI thread
+        self._good_since: float | None = None
+        self._frame_start: float | None = None
+        self._dispatcher: QtCore.QAbstractEventDispatcher | None = None
+        timer.setInterval(int(1000 / self.rates[0]))
+
+    @property
+    def hz(self) -> float:
+        """The display rate now."""
+        return self.rates[self.level]
+
+    @property
+    def behind(self) -> bool:
+        """True while the rate is lowered because the views could not keep up."""
+        return self.level > 0
+
+    def note(self) -> str:
+        """Status-bar text while the rate is lowered, else empty."""
+        if not self.behind:
+            return ""
+        return f"display {self.hz:g} Hz (views behind: {1000 * self.cost:.0f} ms a frame)"
+
+    def tick_started(self, t0: float) -> None:
+        """Call at the end of a display tick with its start time (``time.perf_counter``)."""
+        if self._dispatcher is None:
+            self._dispatcher = QtCore.QAbstractEventDispatcher.instance()
+            if self._dispatcher is None:
+                return
+            self._dispatcher.aboutToBlock.connect(self._on_idle)
+        self._frame_start = t0
+
+    def _on_idle(self) -> None:
+        t0, self._frame_start = self._frame_start, None
+        if t0 is not None:
+            now = time.perf_counter()
+            self.observe(now - t0, now)
+
+    def observe(self, seconds: float, now: float) -> None:
+        """Account one frame that cost ``seconds``; step the rate when needed."""
+        self.cost = seconds if self.cost == 0.0 else 0.8 * self.cost + 0.2 * seconds
+        interval = 1.0 / self.hz
+        if self.cost > 0.5 * interval and self.level + 1 < len(self.rates):
+            self._set(self.level + 1)
+            self._good_since = None
+        elif self.level > 0 and self.cost < 0.25 / self.rates[self.level - 1]:
+            if self._good_since is None:
+                self._good_since = now
+            elif now - self._good_since > 1.0:
+                self._set(self.level - 1)
+                self._good_since = None
+        else:
+            self._good_since = None
+
+    def reset(self) -> None:
+        """Back to the full rate (a new run)."""
+        self.cost = 0.0
+        self._good_since = None
+        self._set(0)
+
+    def _set(self, level: int) -> None:
+        self.level = level
+        self.timer.setInterval(int(1000 / self.hz))

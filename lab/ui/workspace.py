@@ -10,6 +10,7 @@ appends) and redraws each view once — the data rate and the draw rate are sepa
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ from dynlab.runner import Run, default_host
 from dynlab.source import Control, Item, Ready, RunState, Seekable, Source
 from dynlab.ui.controls import Timeline
 from dynlab.ui.sidepanel import SidePanel, alert_for
-from dynlab.ui.viewarea import ViewArea
+from dynlab.ui.viewarea import DisplayPacer, ViewArea
 
 DISPLAY_HZ = 30
 #: Wall time one display tick may spend redrawing views (the rest wait for the next tick).
@@ -145,8 +146,9 @@ class Workspace(QtWidgets.QWidget):
         self.timeline.prev_event.connect(self.prev_event)
 
         self.timer = QtCore.QTimer(self)
-        self.timer.setInterval(int(1000 / DISPLAY_HZ))
         self.timer.timeout.connect(self._tick)
+        #: steps the display rate down (and back up) when the views cannot keep up
+        self.pacer = DisplayPacer(self.timer, DISPLAY_HZ)
 
     # ------------------------------------------------------------------ opening
     def open_preset(self, preset: Preset, *, start: bool = False) -> None:
@@ -324,6 +326,7 @@ class Workspace(QtWidgets.QWidget):
         self._clear_views()
         preset = self.preset.with_overrides(seed=self._seed, hyperparameters=dict(self.overrides))
         self._launch("", preset, label="")
+        self.pacer.reset()
         self.timer.start()
 
     def _launch(self, run_id: str, preset: Preset, label: str) -> Source:
@@ -461,6 +464,7 @@ class Workspace(QtWidgets.QWidget):
 
     # ------------------------------------------------------------------ the display tick
     def _tick(self) -> None:
+        t0 = time.perf_counter()
         self.ticks += 1
         for run_id, src in list(self.sources.items()):
             items = src.drain()
@@ -472,6 +476,7 @@ class Workspace(QtWidgets.QWidget):
                 v.set_cursor(seekable.step)
         self.area.refresh_within_budget(REFRESH_BUDGET_S)
         self._update_status()
+        self.pacer.tick_started(t0)
 
     def _on_ready(self, run_id: str, ready: Ready) -> None:
         """A source knows its streams: build the views once, fill the parameter panel."""
@@ -558,12 +563,16 @@ class Workspace(QtWidgets.QWidget):
             self.status.emit("")
             return
         parts = []
-        for src in self.sources.values():
+        for run_id, src in self.sources.items():
             who = f"{src.label}: " if src.label else ""
             state = f"replay: {src.state}" if Control.SEEK in src.controls else src.state
-            parts.append(
-                f"{who}{state} · step {src.step:,} · {src.steps_per_second:,.1f} steps/s · {src.device}"
-            )
+            text = f"{who}{state} · step {src.step:,} · {src.steps_per_second:,.1f} steps/s · {src.device}"
+            share = self.last_values.get(run_id, {}).get("probe_share")
+            if share is not None:  # a probe budget holds: say what the probes cost
+                text += f" · probes {100 * float(share):.0f} % of training"
+            parts.append(text)
+        if self.pacer.behind:
+            parts.append(self.pacer.note())
         self.status.emit("   |   ".join(parts))
         live = self.steerable()
         if live:
