@@ -18,7 +18,7 @@ from dynlab.frames import Stream
 from dynlab.viewspec import ViewSpec
 
 from . import style
-from .buffers import SeriesBuffer
+from .buffers import PeakPyramid, SeriesBuffer
 from .plotview import PlotView
 
 #: EMA weight of the smoothed line (TensorBoard's slider at 0.9).
@@ -42,6 +42,7 @@ class _Series:
         self.raw: list[pg.PlotDataItem] = []
         self.smooth: list[pg.PlotDataItem] = []
         self.drawn_n = -1  # rows drawn at the last refresh (skip unchanged series)
+        self.pyramids: tuple[PeakPyramid, PeakPyramid | None] | None = None  # made when long
 
 
 class LinesView(PlotView):
@@ -82,6 +83,8 @@ class LinesView(PlotView):
         vb = self.item.getViewBox()
         vb.sigRangeChanged.connect(self._place_legend)
         vb.sigResized.connect(self._place_legend)
+
+        vb.sigXRangeChanged.connect(self._on_x_range_changed)
 
     @staticmethod
     def _width(stream: Stream) -> int:
@@ -181,7 +184,7 @@ class LinesView(PlotView):
             if buf.n == series.drawn_n:
                 continue
             series.drawn_n = buf.n
-            x, values, ema = buf.steps, buf.values, buf.ema
+            x, values, ema = self._rows_to_draw(series)
             # Antialiased wide lines cost ~10x in Qt's raster painter once a series is
             # dense (thousands of segments per pixel column after peak downsampling);
             # past that point the eye cannot tell, so draw them aliased.
@@ -197,6 +200,39 @@ class LinesView(PlotView):
         # One entry repeats the axis label: show the legend only when it tells series apart.
         self.legend.setVisible(len(self.legend.items) > 1)
         self._place_legend()
+
+    def _rows_to_draw(self, series: _Series) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The rows of a series to hand to its curves: all of them when few, else a min/max
+        summary cut to the visible steps at about two blocks per pixel (``PeakPyramid``).
+
+        pyqtgraph's own peak downsampling walks every row on every redraw; the summary is
+        kept up to date incrementally, so a redraw costs what the plot's width costs.
+        A log step axis gets every row (its pixels cover uneven step ranges).
+        """
+        buf = series.buffer
+        vb = self.item.getViewBox()
+        pixels = int(vb.width()) if vb.width() > 0 else 1000
+        if self.log_x or buf.n <= 4 * pixels:
+            return buf.steps, buf.values, buf.ema
+        if series.pyramids is None:
+            series.pyramids = (PeakPyramid(buf), PeakPyramid(buf, ema=True) if buf.ema is not None else None)
+        raw, smooth = series.pyramids
+        x0, x1 = (-np.inf, np.inf) if vb.state["autoRange"][0] is not False else vb.viewRange()[0]
+        x, values = raw.lod(x0, x1, pixels)
+        ema = smooth.lod(x0, x1, pixels)[1] if smooth is not None else None
+        return x, values, ema
+
+    def _on_x_range_changed(self, *_: object) -> None:
+        """A zoom or pan (the step axis no longer follows the data): re-cut long series to it."""
+        vb = self.item.getViewBox()
+        if vb.state["autoRange"][0] is not False or self.log_x:
+            return
+        long = [s for s in self._series.values() if s.pyramids is not None]
+        if long:
+            for s in long:
+                s.drawn_n = -1
+            self._dirty = True
+            self.refresh()
 
     def _place_legend(self, *_: object) -> None:
         self._legend_corner = style.place_legend(self.legend, self.item, self._legend_corner)
