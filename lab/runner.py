@@ -485,17 +485,33 @@ def _take_warm(torch_threads: int | None, display_queue: int) -> tuple[Any, Any,
     return None
 
 
+def _warm_up() -> None:
+    """Pay now what a cold run pays before its first frame: imports and first-use costs.
+
+    Importing torch and every engine takes seconds; so does the first optimizer, whose
+    constructor imports ``torch._dynamo`` (about 2 s on 2 cores). A tiny step runs the
+    usual kernels once. The run seeds torch and numpy itself afterwards, so nothing of
+    this reaches its numbers.
+    """
+    import torch
+
+    from dynlab.engines.base import registry
+
+    registry()
+    w = torch.zeros(8, 8, requires_grad=True)
+    opt = torch.optim.Adam([w], lr=1e-3)
+    loss = (torch.ones(4, 8) @ w).square().mean()
+    loss.backward()
+    opt.step()
+
+
 def _warm_main(commands: Any, out: Any, parent_pid: int) -> None:
     """In a warm child: import what a run needs, wait for its config, then run it as a cold child would."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     box: list[Worker] = []
     watchdog = threading.Thread(target=_watch_parent, args=(parent_pid, box, commands), daemon=True)
     watchdog.start()
-    import torch  # noqa: F401 - the seconds a cold start pays, paid before Start is pressed
-
-    from dynlab.engines.base import registry
-
-    registry()
+    _warm_up()
     msg = commands.get()
     if msg[0] != "config":  # told to stop (its parent is gone) before any run came
         return
