@@ -18,7 +18,7 @@ Run the app rows on a real display server for the paint cost a user pays:
 ``xvfb-run -a python bench/bench_hosts.py``; without ``DISPLAY`` they use Qt's
 ``offscreen`` platform (the table says which).
 
-    python bench/bench_hosts.py [--seconds 15] [--steps 400] [--rounds 2] [--no-app]
+    python bench/bench_hosts.py [--seconds 15] [--steps 200] [--rounds 2] [--no-app]
 """
 
 from __future__ import annotations
@@ -164,17 +164,23 @@ def _rate_from_recording(path: str) -> float:
     return (end.step - start.step) / (end.time - start.time)
 
 
-def watched_vs_headless(steps: int, threads: int) -> tuple[float, float, float, str]:
-    """(app epochs/s, headless epochs/s, redraws/s, Qt platform), both from their recordings."""
+def watched_vs_headless(steps: int, threads: int) -> tuple[float, list[tuple[int, float]], float, str]:
+    """(app epochs/s, [(torch threads, headless epochs/s)], redraws/s, Qt platform), from the recordings.
+
+    Headless runs with all cores and with one less: on a loaded machine all-core torch can
+    lose badly to oversubscription, and the user's fair baseline is the faster one.
+    """
     from dynlab import presets
     from dynlab.runner import Run
 
     preset = presets.load("grokking-modular", check_engine=False).with_overrides(steps=steps, device="cpu")
-    with tempfile.TemporaryDirectory() as d:
-        run = Run(preset, record=os.path.join(d, "headless.h5"), host="thread", torch_threads=threads).start()
-        run.join()
-        headless = _rate_from_recording(run.recording)
-        run.close()
+    headless = []
+    for t in sorted({threads, max(1, threads - 1)}, reverse=True):
+        with tempfile.TemporaryDirectory() as d:
+            run = Run(preset, record=os.path.join(d, "headless.h5"), host="thread", torch_threads=t).start()
+            run.join()
+            headless.append((t, _rate_from_recording(run.recording)))
+            run.close()
     app = _qt_app()
     ws = _workspace("process", record=True)
     ws.open_preset(preset, start=True)
@@ -196,7 +202,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=15.0)
-    ap.add_argument("--steps", type=int, default=400, help="epochs of the watched-vs-headless runs")
+    ap.add_argument("--steps", type=int, default=200, help="epochs of the watched-vs-headless runs")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--no-app", action="store_true")
     args = ap.parse_args()
@@ -226,17 +232,18 @@ def main() -> None:
     )
     if not args.no_app:
         watched, headless, redraws, platform = watched_vs_headless(args.steps, n)
+        best = max(r for _, r in headless)
         table(
             f"What watching costs: {args.steps} epochs of the preset (probes on), timed from the recordings",
-            [
-                (f"headless, thread host, {n} torch threads", headless, 1.0),
+            [(f"headless, thread host, {t} torch threads", r, r / best) for t, r in headless]
+            + [
                 (
-                    f"app drawing every view ({redraws:.0f} redraws/s, Qt {platform}), process host",
+                    f"app drawing every view ({redraws:.0f} redraws/s, Qt {platform}), process host, {less} threads",
                     watched,
-                    watched / headless,
-                ),
+                    watched / best,
+                )
             ],
-            ("how", "epochs/s", "vs headless"),
+            ("how", "epochs/s", "vs the faster headless run"),
         )
         print("Goal: >= 0.90.")
         bares, apps, redraw_list = [], [], []
