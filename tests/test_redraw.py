@@ -106,3 +106,19 @@ def test_the_status_bar_shows_the_probe_share_under_a_budget(ws, qtbot):
     ws.open_preset(replace(preset, probe_budget=0.2), start=True)
     qtbot.waitUntil(lambda: any("% of training" in t for t in texts), timeout=60_000)
     ws.stop()
+
+
+def test_a_tick_redraws_no_more_views_than_their_cost_fits_and_takes_turns(ws, qtbot):
+    _live(ws, qtbot)
+    ws.timer.stop()  # drive the ticks' redraw by hand
+    views = ws.area.views
+    calls = [_count_redraws(v) for v in views]
+    for v in views:
+        v._dirty = True
+    # At 10 ms a view and a 12 ms budget, one view a tick, each in turn.
+    drawn = [ws.area.refresh_within_budget(0.012, per_view_s=0.010) for _ in range(len(views))]
+    assert drawn == [1] * len(views)
+    assert [c[0] for c in calls] == [1] * len(views)
+    for v in views:
+        v._dirty = True
+    assert ws.area.refresh_within_budget(10.0, per_view_s=0.001) == len(views)  # cheap: all at once

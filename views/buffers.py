@@ -280,7 +280,7 @@ class SnapshotViewMixin:
 class PeakPyramid:
     """Min/max summaries of a :class:`SeriesBuffer` at every power-of-two block size.
 
-    Level ``L`` holds, per block of ``2**L`` consecutive rows, the first row's step and
+    Level ``L >= BASE`` holds, per block of ``2**L`` consecutive rows, the first row's step and
     each column's min and max (NaN ignored). :meth:`lod` cuts a step range out of the
     coarsest level that still has about ``2 x pixels`` blocks in it and returns it as a
     zig-zag (min, max per block): a line drawn from it covers exactly the pixels the full
@@ -297,15 +297,19 @@ class PeakPyramid:
         Summarise the buffer's smoothed values instead of its raw ones.
     """
 
+    #: The finest level kept: blocks of 2**BASE rows. Finer ones would cost memory (level 1
+    #: alone as much as the values) to save pyqtgraph a pass over at most 2**BASE rows a pixel.
+    BASE = 3
+
     def __init__(self, buffer: SeriesBuffer, ema: bool = False) -> None:
         self.buffer = buffer
         self.ema = ema
         self._reset()
 
     def _reset(self) -> None:
-        self._rows = 0  # buffer rows summarised into level 1
+        self._rows = 0  # buffer rows summarised into the first stored level
         self._decimated = self.buffer.decimated
-        # Per level >= 1: [steps (m,), mins (m, w), maxs (m, w), m]
+        # Per stored level (block sizes 2**BASE, 2**(BASE+1), ...): [steps, mins, maxs, count]
         self._levels: list[list[Any]] = []
 
     def _source(self) -> np.ndarray:
@@ -313,38 +317,49 @@ class PeakPyramid:
         assert data is not None
         return data
 
+    def _store(self, index: int, steps: np.ndarray, mins: np.ndarray, maxs: np.ndarray) -> None:
+        if index == len(self._levels):
+            w = mins.shape[1]
+            self._levels.append([np.empty(64), np.empty((64, w)), np.empty((64, w)), 0])
+        lev = self._levels[index]
+        m, k = lev[3], len(steps)
+        if m + k > len(lev[0]):
+            size = max(2 * len(lev[0]), m + k)
+            lev[0], lev[1], lev[2] = (_resize(a, size) for a in lev[:3])
+        lev[0][m : m + k], lev[1][m : m + k], lev[2][m : m + k] = steps, mins, maxs
+        lev[3] = m + k
+
     def _update(self) -> None:
         buf = self.buffer
         if buf.decimated != self._decimated or buf.n < self._rows:
             self._reset()
-        n = buf.n
+        n, first = buf.n, 1 << self.BASE
+        stop = n - n % first
+        if stop - self._rows < first:
+            return
+        # The first stored level straight from the new raw rows, in blocks of 2**BASE...
         steps, vals = buf.steps, self._source()
-        # Level 1 from raw rows, then each level from the one below, new complete pairs only.
-        lo_steps, lo_min, lo_max, start, stop = steps, vals, vals, self._rows, n - n % 2
-        level = 0
-        while stop - start >= 2:
-            if level == len(self._levels):
-                w = vals.shape[1]
-                self._levels.append([np.empty(64), np.empty((64, w)), np.empty((64, w)), 0])
-            pair_steps = lo_steps[start:stop:2]
-            with np.errstate(invalid="ignore"):
-                mins = np.fmin(lo_min[start:stop:2], lo_min[start + 1 : stop : 2])
-                maxs = np.fmax(lo_max[start:stop:2], lo_max[start + 1 : stop : 2])
-            lev = self._levels[level]
-            m = lev[3]
-            k = len(pair_steps)
-            if m + k > len(lev[0]):
-                size = max(2 * len(lev[0]), m + k)
-                lev[0], lev[1], lev[2] = (_resize(a, size) for a in lev[:3])
-            lev[0][m : m + k], lev[1][m : m + k], lev[2][m : m + k] = pair_steps, mins, maxs
-            lev[3] = m + k
-            if level == 0:
-                self._rows = stop
-            # The next level pairs this level's blocks: from its first unpaired block on.
-            lo_steps, lo_min, lo_max = lev[0][: lev[3]], lev[1][: lev[3]], lev[2][: lev[3]]
-            nxt = self._levels[level + 1][3] * 2 if level + 1 < len(self._levels) else 0
-            start, stop = nxt, lev[3] - lev[3] % 2
-            level += 1
+        block = vals[self._rows : stop].reshape(-1, first, vals.shape[1])
+        self._store(
+            0, steps[self._rows : stop : first], np.fmin.reduce(block, axis=1), np.fmax.reduce(block, axis=1)
+        )
+        self._rows = stop
+        # ...then each level from the one below: its new complete pairs only.
+        index = 0
+        while True:
+            lev = self._levels[index]
+            start = self._levels[index + 1][3] * 2 if index + 1 < len(self._levels) else 0
+            stop = lev[3] - lev[3] % 2
+            if stop - start < 2:
+                break
+            lo_steps, lo_min, lo_max = lev[0], lev[1], lev[2]
+            self._store(
+                index + 1,
+                lo_steps[start:stop:2],
+                np.fmin(lo_min[start:stop:2], lo_min[start + 1 : stop : 2]),
+                np.fmax(lo_max[start:stop:2], lo_max[start + 1 : stop : 2]),
+            )
+            index += 1
 
     def lod(self, x0: float, x1: float, pixels: int) -> tuple[np.ndarray, np.ndarray]:
         """Steps and values ``(m, width)`` to draw the rows with steps in ``[x0, x1]`` on ``pixels``.
@@ -362,9 +377,11 @@ class PeakPyramid:
         if count <= 4 * pixels or not self._levels:
             return steps[i0:i1], vals[i0:i1]
         want = int(np.ceil(np.log2(count / (2 * pixels))))
-        level = min(max(want, 1), len(self._levels))
-        lev_steps, lev_min, lev_max, m = self._levels[level - 1]
-        block = 1 << level
+        if want < self.BASE:  # up to 2**BASE rows a pixel: pyqtgraph's own pass is cheap enough
+            return steps[i0:i1], vals[i0:i1]
+        index = min(want - self.BASE, len(self._levels) - 1)
+        lev_steps, lev_min, lev_max, m = self._levels[index]
+        block = 1 << (self.BASE + index)
         j0 = max(i0 // block - 1, 0)
         j1 = min(i1 // block + 1, m)
         xs = np.repeat(lev_steps[j0:j1], 2)

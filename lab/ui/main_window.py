@@ -62,7 +62,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.set_theme(str(self.settings.value("ui/theme", "light")))
         # While the gallery shows, start an engine process so that Start shows frames at once.
         self.pages.currentChanged.connect(lambda *_: self._warm_engine())
-        QtCore.QTimer.singleShot(0, self._warm_engine)
+        QtCore.QTimer.singleShot(1000, self._warm_engine)  # once the window has shown
 
     # ------------------------------------------------------------------ menus
     def _build_menus(self) -> None:
