@@ -3,13 +3,16 @@
 Each "frame" appends one step to every series (as a live run does) and then redraws
 and paints the plot once, as the shell's 30 Hz timer would. Three setups, same data:
 
-* ``LinesView``: our view (peak downsampling, clip to view, preallocated buffers).
-* bare pyqtgraph, default ``PlotDataItem`` options, data re-concatenated each frame
-  (what a naive live plot does).
-* bare pyqtgraph with the same fast-path options (how close the view is to the floor).
+* ``LinesView``: our view (preallocated buffers, a min/max pyramid kept up to date as
+  rows arrive, cut to the plot's width, then pyqtgraph's clip to view).
+* bare pyqtgraph with the same fast-path options (peak downsampling, clip to view, no
+  finite check) on preallocated buffers: the floor of what pyqtgraph itself does.
+* the same, growing its arrays by concatenation each frame (a naive live plot).
+* bare pyqtgraph, default ``PlotDataItem`` options, concatenating.
 
-Run: ``QT_QPA_PLATFORM=offscreen python bench/bench_lines.py [--points 1000000] [--series 3]``.
-Ratios are printed side by side from one run; absolute numbers depend on the machine.
+The setups take turns (``--rounds`` rounds), so a busy machine slows them alike; the
+median frame rate of each is printed. Run:
+``QT_QPA_PLATFORM=offscreen python bench/bench_lines.py [--points 1000000] [--series 3]``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import pyqtgraph as pg  # noqa: E402
-from PySide6 import QtGui, QtWidgets  # noqa: E402
+from PySide6 import QtWidgets  # noqa: E402
 
 from dynlab.frames import Frame, Stream  # noqa: E402
 from dynlab.presets import ViewSpec  # noqa: E402
@@ -34,7 +37,7 @@ from dynlab.views import LinesView  # noqa: E402
 W, H = 900, 500
 
 
-def paint(widget: QtWidgets.QWidget, target: QtGui.QImage | None = None) -> None:
+def paint(widget: QtWidgets.QWidget) -> None:
     """Paint the widget once offscreen (``grab``): the cost of one screen update, on any platform."""
     widget.grab()
 
@@ -47,49 +50,70 @@ def data(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     return steps, values
 
 
-def bench_view(steps: np.ndarray, values: np.ndarray, frames: int) -> float:
-    k = values.shape[1]
-    labels = tuple(f"s{i}" for i in range(k))
-    stream = Stream("x", "vector", shape=(k,), labels=labels)
-    view = LinesView(ViewSpec("bench", ("x",)), {"x": stream})
-    view.push_series("x", steps, values)
-    view.resize(W, H)
-    target = QtGui.QImage(W, H, QtGui.QImage.Format.Format_ARGB32)
-    view.refresh()
-    paint(view, target)
-    n = len(steps)
-    t0 = time.perf_counter()
-    for i in range(frames):
-        view.push([Frame.make(n + i, {"x": values[-1]})])
-        view.refresh()
-        paint(view, target)
-    return frames / (time.perf_counter() - t0)
+class ViewSetup:
+    """``LinesView`` holding the series; each frame appends one row and paints."""
+
+    def __init__(self, steps: np.ndarray, values: np.ndarray) -> None:
+        k = values.shape[1]
+        labels = tuple(f"s{i}" for i in range(k))
+        stream = Stream("x", "vector", shape=(k,), labels=labels)
+        self.view = LinesView(ViewSpec("bench", ("x",)), {"x": stream})
+        self.view.push_series("x", steps, values)
+        self.view.resize(W, H)
+        self.view.refresh()
+        paint(self.view)
+        self.next, self.row = len(steps), values[-1]
+
+    def frame(self) -> None:
+        self.view.push([Frame.make(self.next, {"x": self.row})])
+        self.next += 1
+        self.view.refresh()
+        paint(self.view)
 
 
-def bench_bare(steps: np.ndarray, values: np.ndarray, frames: int, fast: bool) -> float:
-    k = values.shape[1]
-    pw = pg.PlotWidget(background="w")
-    curves = [pw.plot(pen=pg.mkPen(pg.intColor(i), width=1.5)) for i in range(k)]
-    if fast:
-        for c in curves:  # after addItem: PlotItem.addItem resets a curve's downsampling/clipping
-            c.setDownsampling(auto=True, method="peak")
-            c.setClipToView(True)
-            c.setSkipFiniteCheck(True)
-    pw.resize(W, H)
-    target = QtGui.QImage(W, H, QtGui.QImage.Format.Format_ARGB32)
-    x, y = steps, values
-    for i, c in enumerate(curves):
-        c.setData(x, y[:, i])
-    paint(pw, target)
-    n = len(steps)
+class BareSetup:
+    """A bare ``pg.PlotWidget``: fast options or defaults, preallocated arrays or concatenation."""
+
+    def __init__(self, steps: np.ndarray, values: np.ndarray, fast: bool, grow: bool) -> None:
+        k = values.shape[1]
+        self.pw = pg.PlotWidget(background="w")
+        self.curves = [self.pw.plot(pen=pg.mkPen(pg.intColor(i), width=1.5)) for i in range(k)]
+        if fast:
+            for c in self.curves:  # after addItem: PlotItem.addItem resets downsampling/clipping
+                c.setDownsampling(auto=True, method="peak")
+                c.setClipToView(True)
+                c.setSkipFiniteCheck(True)
+        self.pw.resize(W, H)
+        self.grow = grow
+        self.n = len(steps)
+        if grow:
+            self.x, self.y = steps, values
+        else:  # room for every frame to come, as scrollingPlots.py does
+            self.x = np.empty(self.n + 10_000)
+            self.y = np.empty((self.n + 10_000, k))
+            self.x[: self.n], self.y[: self.n] = steps, values
+        self._set()
+        paint(self.pw)
+
+    def _set(self) -> None:
+        for i, c in enumerate(self.curves):
+            c.setData(self.x[: self.n], self.y[: self.n, i])
+
+    def frame(self) -> None:
+        if self.grow:  # a naive live plot grows its arrays by concatenation every frame
+            self.x = np.append(self.x, self.n)
+            self.y = np.vstack([self.y, self.y[-1:]])
+        else:
+            self.x[self.n], self.y[self.n] = self.n, self.y[self.n - 1]
+        self.n += 1
+        self._set()
+        paint(self.pw)
+
+
+def frames_per_second(setup: ViewSetup | BareSetup, frames: int) -> float:
     t0 = time.perf_counter()
-    for f in range(frames):
-        # A naive live plot grows its arrays by concatenation every frame.
-        x = np.append(x, n + f)
-        y = np.vstack([y, y[-1:]])
-        for i, c in enumerate(curves):
-            c.setData(x, y[:, i])
-        paint(pw, target)
+    for _ in range(frames):
+        setup.frame()
     return frames / (time.perf_counter() - t0)
 
 
@@ -98,18 +122,30 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=1_000_000)
     ap.add_argument("--series", type=int, default=3)
     ap.add_argument("--frames", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])  # noqa: F841 - keeps Qt alive
     steps, values = data(args.points, args.series)
-    fps_view = bench_view(steps, values, args.frames)
-    fps_fast = bench_bare(steps, values, args.frames, fast=True)
-    fps_bare = bench_bare(steps, values, max(3, args.frames // 5), fast=False)
+    setups = {
+        "LinesView": ViewSetup(steps, values),
+        "bare pyqtgraph, same fast options, preallocated": BareSetup(steps, values, fast=True, grow=False),
+        "bare pyqtgraph, same fast options, concatenating": BareSetup(steps, values, fast=True, grow=True),
+        "bare pyqtgraph, defaults, concatenating": BareSetup(steps, values, fast=False, grow=True),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in setups}
+    for _ in range(args.rounds):
+        for name, setup in setups.items():
+            n = args.frames if "defaults" not in name else max(2, args.frames // 10)
+            rates[name].append(frames_per_second(setup, n))
+    fps = {name: float(np.median(r)) for name, r in rates.items()}
+    floor = fps["bare pyqtgraph, same fast options, preallocated"]
     print(f"{args.series} series x {args.points:,} points, {W}x{H} px, one append + redraw + paint per frame")
-    print(f"  LinesView                         {fps_view:7.1f} frames/s")
-    print(f"  bare pyqtgraph, same fast options {fps_fast:7.1f} frames/s")
-    print(f"  bare pyqtgraph, defaults          {fps_bare:7.1f} frames/s")
-    print(f"  ratio LinesView / bare defaults      {fps_view / fps_bare:6.2f}x")
-    print(f"  ratio LinesView / bare fast options  {fps_view / fps_fast:6.2f}x")
+    print(f"(median of {args.rounds} interleaved rounds)")
+    for name, f in fps.items():
+        print(f"  {name:50s} {f:7.1f} frames/s  LinesView / it: {fps['LinesView'] / f:6.2f}x")
+    print(
+        f"\nGoal: LinesView >= 1.0 of bare pyqtgraph with the same options ({fps['LinesView'] / floor:.2f})."
+    )
 
 
 if __name__ == "__main__":

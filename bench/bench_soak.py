@@ -1,12 +1,15 @@
-"""Soak: the app's memory after 10^4 and 10^6 steps of a run drawn live.
+"""Soak: the app's memory during a long run drawn live.
 
-The quadratic preset's five streams (four scalars and a 3-vector, every step) are
-fed to the app's real workspace views in blocks of 20,000 steps (the views' bulk append,
-the same buffers a live run fills frame by frame), redrawing after each block; the process's resident memory is read at 10^4 and 10^6
-steps. The recording is synthetic (written in blocks) so the soak takes minutes, not
-hours; it is what the views see in a 10^6-step live run.
+Live (the default): the quadratic preset runs for ``--steps`` steps end to end, engine ->
+display queue -> the real workspace's views, in an offscreen app: the engine in a thread of
+the app (so its memory counts too), at full speed, recording off. The app's resident
+memory is read at 10^4, 10^5 and 10^6 steps, with the steps drawn so far, the redraw
+rate and the run's speed.
 
-    python bench/bench_soak.py [--steps 1000000]
+``--synthetic``: the first build's soak, kept for comparison: a synthetic recording of
+the same streams fed to the views in blocks of 20,000 steps (their bulk append).
+
+    python bench/bench_soak.py [--steps 1000000] [--synthetic]
 """
 
 from __future__ import annotations
@@ -66,10 +69,80 @@ def make_recording(path: str, n: int) -> None:
     rec.close("finished")
 
 
+def live(steps: int) -> None:
+    """The quadratic preset run live for ``steps`` steps in the app; RSS at 10^4, 10^5, 10^6."""
+    from PySide6 import QtCore, QtWidgets
+
+    from dynlab import presets
+    from dynlab.ui.workspace import Workspace
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    ws = Workspace(host="thread")
+    ws.resize(1400, 900)
+    ws.show()
+    ws.controls.record.setChecked(False)
+    app.processEvents()
+    gc.collect()
+    base = rss_mb()
+
+    def pump(ms: int) -> None:
+        loop = QtCore.QEventLoop()
+        QtCore.QTimer.singleShot(ms, loop.quit)
+        loop.exec()
+
+    t0 = time.perf_counter()
+    ws.open_preset(presets.load("quadratic").with_overrides(steps=steps), start=True)
+    run = ws.steerable()[0]
+    marks = [m for m in (10_000, 100_000, 1_000_000, steps) if m <= steps]
+    marks = sorted(set(marks))
+    rows = [("app open, before the run", 0, 0, base, "-", "-")]
+    ticks0, t_prev = ws.ticks, time.perf_counter()
+    while marks:
+        pump(100)
+        if run.step >= marks[0] or run.state.ended:
+            gc.collect()
+            now = time.perf_counter()
+            redraws = (ws.ticks - ticks0) / (now - t_prev)
+            rows.append(
+                (
+                    f"after {marks[0]:,} steps",
+                    run.step,
+                    ws.frames_seen,
+                    rss_mb(),
+                    redraws,
+                    run.steps_per_second,
+                )
+            )
+            print(f"  {marks[0]:,} steps: RSS {rows[-1][3]:.0f} MB, {now - t0:.0f} s", flush=True)
+            ticks0, t_prev = ws.ticks, now
+            marks.pop(0)
+        if run.state.ended and marks:
+            print(f"the run ended early: {run.state} {run.message}")
+            break
+    dt = time.perf_counter() - t0
+    ws.close_sources()
+    table(
+        "App memory during a live run (quadratic, thread host, offscreen, recording off)",
+        rows,
+        ("when", "steps made", "steps drawn", "RSS MB", "redraws/s", "steps/s"),
+    )
+    first = next((r for r in rows if r[1] >= 10_000), None)
+    if first is not None and rows[-1][1] > first[1]:
+        growth = rows[-1][3] - first[3]
+        print(
+            f"\n{rows[-1][1]:,} steps in {dt:.0f} s; growth from 10^4 steps: {growth:.1f} MB "
+            f"({growth * 1e6 / (rows[-1][1] - first[1]):.1f} bytes/step); line buffers cap at 2^20 rows"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=1_000_000)
+    ap.add_argument("--synthetic", action="store_true", help="the first build's block-fed soak")
     args = ap.parse_args()
+    if not args.synthetic:
+        live(args.steps)
+        return
     from PySide6 import QtWidgets
 
     from dynlab.ui.workspace import Workspace

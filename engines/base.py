@@ -62,6 +62,11 @@ class Engine(ABC):
         ``"cpu"``, ``"cuda"``, ``"mps"`` or ``"auto"``.
     probes
         Cadence overrides ``{probe name: every N steps}``.
+    probe_budget
+        At most this fraction (0 < b < 1) of the engine's step time goes to probes: the
+        cadences stretch (all by one factor, never below the declared ones) to hold it,
+        and the share measured is emitted as the ``probe_share`` stream. ``None`` (the
+        default) keeps the fixed cadences, so runs stay reproducible step for step.
     """
 
     spec: ClassVar[EngineSpec]
@@ -81,6 +86,7 @@ class Engine(ABC):
         seed: int = 0,
         device: str = "cpu",
         probes: Mapping[str, int] | None = None,
+        probe_budget: float | None = None,
     ) -> None:
         self.params: dict[str, Any] = self.spec.validate(params or {})
         self.seed = int(seed)
@@ -100,6 +106,12 @@ class Engine(ABC):
         self._events: list[Event] = []
         self._probe_seconds: dict[str, float] = {}
         self._started = False
+        if probe_budget is not None and not 0.0 < float(probe_budget) < 1.0:
+            raise SpecError(
+                f"probe_budget must be a fraction of training time in (0, 1), got {probe_budget!r}"
+            )
+        # Configuration and transient timing, not state: checkpoints leave it out (engines.state).
+        self._budget = ProbeBudget(float(probe_budget), self.cadence) if probe_budget else None
 
     # ----------------------------------------------------------------- subclass API
     @abstractmethod
@@ -141,7 +153,13 @@ class Engine(ABC):
 
     # ----------------------------------------------------------------- helpers
     def due(self, probe: str, step: int) -> bool:
-        """Whether ``probe`` runs at ``step`` (step 0 always, then every cadence steps)."""
+        """Whether ``probe`` runs at ``step`` (step 0 always, then every cadence steps).
+
+        With a probe budget the cadence stretches to hold it (see :class:`ProbeBudget`);
+        asking twice in one step gives the same answer.
+        """
+        if self._budget is not None:
+            return self._budget.due(probe, step)
         return step % self.cadence[probe] == 0
 
     @contextmanager
@@ -177,12 +195,17 @@ class Engine(ABC):
         """Run one update and return its frame (checked against the declared streams)."""
         self.start()
         t = self.step_count
+        t0 = time.perf_counter()
         raw = self.train_step(t)
         streams = {s.name: s for s in self.streams}
         for name in raw:
             if name not in streams:
                 raise SpecError(f"engine {self.spec.name!r} emitted undeclared stream {name!r}")
         data = {name: streams[name].check(value) for name, value in to_numpy(raw).items()}
+        if self._budget is not None:
+            # The step's wall time includes the copy to the host above: what training pays.
+            share = self._budget.observe(time.perf_counter() - t0, self._probe_seconds)
+            data["probe_share"] = np.asarray(share, dtype=np.float64)
         if self._probe_seconds:
             names = self._cost_stream()[0].labels
             data["probe_seconds"] = np.array(
@@ -218,19 +241,130 @@ class Engine(ABC):
         for _ in range(steps):
             yield self.step()
 
+    @property
+    def probe_cadence(self) -> dict[str, float]:
+        """The cadence each probe runs at now (the declared one, stretched by a probe budget)."""
+        if self._budget is None:
+            return {k: float(v) for k, v in self.cadence.items()}
+        return {k: v * self._budget.scale for k, v in self.cadence.items()}
+
     def _cost_stream(self) -> tuple[Stream, ...]:
         if not self.spec.probes:
             return ()
-        return (
-            Stream(
-                "probe_seconds",
-                "vector",
-                (len(self.spec.probes),),
-                units="s",
-                description="Wall time each expensive probe took when it ran (NaN when it did not).",
-                labels=tuple(self.spec.probes),
-            ),
+        cost = Stream(
+            "probe_seconds",
+            "vector",
+            (len(self.spec.probes),),
+            units="s",
+            description="Wall time each expensive probe took when it ran (NaN when it did not).",
+            labels=tuple(self.spec.probes),
         )
+        if self._budget is None:
+            return (cost,)
+        share = Stream(
+            "probe_share",
+            "scalar",
+            units="fraction",
+            description=(
+                "Share of the engine's step time spent in probes over the last few hundred steps; "
+                f"the probe budget is {self._budget.share:g}."
+            ),
+            theory="Held at or below the budget: the probe cadences stretch when probes cost more.",
+        )
+        return (cost, share)
+
+
+class ProbeBudget:
+    """Stretches probe cadences so that probes take at most ``share`` of the step time.
+
+    Every probe's cadence is its declared one times one common factor ``scale >= 1``,
+    chosen from the measured costs: with ``c_p`` the seconds a call of probe ``p`` takes
+    and ``t`` the seconds a step takes without probes, probes cost ``sum_p c_p / (n_p s)``
+    per step for declared cadences ``n_p``, and holding ``share`` needs
+    ``s = sum_p c_p / n_p / (t * share / (1 - share))`` (never below 1).
+
+    A call's cost is the lower median of its last few runs (a first call that pays for
+    lazy initialisation, or one the OS interrupted, does not stretch the cadence for
+    long), and the scale at most doubles between two runs of the most frequent probe, so
+    a cost that was misjudged high is measured again soon. Cadences are fractional on
+    average (a probe due every 7.4 steps runs after 7 or 8), so the share holds the
+    budget rather than rounding down to well below it.
+
+    Parameters
+    ----------
+    share
+        The budget, a fraction in (0, 1).
+    cadence
+        The declared cadences ``{probe: every N steps}``.
+    """
+
+    #: Runs of a probe whose costs are remembered (their lower median is its cost).
+    MEMORY = 5
+    #: Weight of the newest step in the moving average of the training time per step.
+    ALPHA = 0.1
+    #: Longest window (steps) of the reported share.
+    MAX_WINDOW = 2000.0
+
+    def __init__(self, share: float, cadence: Mapping[str, int]) -> None:
+        self.share = float(share)
+        self.cadence = dict(cadence)
+        self.scale = 1.0
+        self._next: dict[str, float] = dict.fromkeys(self.cadence, 0.0)
+        self._fired: dict[str, int] = {}
+        self._costs: dict[str, list[float]] = {}
+        self._train = 0.0  # moving average of a step's seconds without probes
+        self._probe_sum = 0.0  # decayed sums behind the reported share
+        self._step_sum = 0.0
+        self._trim = 1.0  # slow correction from the share measured (costs are noisy, skewed)
+
+    def due(self, probe: str, step: int) -> bool:
+        """Whether ``probe`` runs at ``step``; the same answer every time it is asked in a step."""
+        if self._fired.get(probe) == step:
+            return True
+        if step < self._next[probe]:
+            return False
+        every = self.cadence[probe] * self.scale
+        # Keep the average cadence exact (fractional), but never owe a burst of catch-up runs.
+        self._next[probe] = max(self._next[probe] + every, step + 0.5 * every)
+        self._fired[probe] = step
+        return True
+
+    def cost(self, probe: str) -> float | None:
+        """Seconds one run of ``probe`` takes (lower median of its last runs), if measured."""
+        runs = self._costs.get(probe)
+        return sorted(runs)[(len(runs) - 1) // 2] if runs else None
+
+    def observe(self, step_seconds: float, probe_seconds: Mapping[str, float]) -> float:
+        """Account one step; re-choose the scale; return the share over the recent steps."""
+        spent = float(sum(probe_seconds.values()))
+        train = max(step_seconds - spent, 1e-9)
+        a = self.ALPHA
+        self._train = train if self._train == 0.0 else (1 - a) * self._train + a * train
+        for name, sec in probe_seconds.items():
+            runs = self._costs.setdefault(name, [])
+            runs.append(float(sec))
+            del runs[: -self.MEMORY]
+        per_step = 0.0
+        for name, every in self.cadence.items():
+            c = self.cost(name)
+            if c is not None:
+                per_step += c / every
+        allowed = self._train * self.share / (1.0 - self.share)
+        target = max(1.0, self._trim * per_step / allowed)
+        fastest = min(self.cadence.values(), default=1) * self.scale
+        self.scale = min(target, self.scale * 2.0 ** (1.0 / max(fastest, 1.0)))
+        # The share over a window that spans a few runs of the slowest probe.
+        slowest = max(self.cadence.values(), default=1) * self.scale
+        window = min(max(50.0, 3.0 * slowest), self.MAX_WINDOW)
+        decay = 1.0 - 1.0 / window
+        self._probe_sum = decay * self._probe_sum + spent
+        self._step_sum = decay * self._step_sum + max(step_seconds, spent)
+        share = self._probe_sum / self._step_sum if self._step_sum > 0 else 0.0
+        if target > 1.0 and share > 0.0:
+            # Integral action over about a window: the share measured, not the cost model,
+            # is what must hold (a median cost misses the long tail of a loaded machine).
+            self._trim = min(max(self._trim * (share / self.share) ** (2.0 / window), 0.25), 4.0)
+        return share
 
 
 def to_numpy(values: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -145,7 +145,21 @@ def li2_energy(
         pairs.
     """
     w_hat, _ = normalised_columns(w_in)
-    act = (w_hat.index_select(0, a) + w_hat.index_select(0, b + p)).square()  # (n, h)
+    return li2_energy_of_unit_columns(w_hat, a, b, y, p, centring)
+
+
+def li2_energy_of_unit_columns(
+    w_hat: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    y: torch.Tensor,
+    p: int,
+    centring: str = "classes",
+) -> torch.Tensor:
+    """:func:`li2_energy` from the unit-norm columns ``w_hat`` (float64) already computed."""
+    # ŵ_a[a] + ŵ_b[b] per pair in one gather-and-sum (embedding_bag): no (n, h) temporaries
+    # for the two rows, which made this probe 2.4x dearer (bench/RESULTS.md).
+    act = F.embedding_bag(torch.stack([a, b + p], dim=1), w_hat, mode="sum").square_()  # (n, h)
     n = a.numel()
     # Ỹᵀ act = onehotᵀ act − c (1ᵀ act) for Ỹ = onehot − 1 cᵀ: a scatter-add, not an n×p matmul.
     per_class = torch.zeros(p, act.shape[1], dtype=act.dtype, device=act.device).index_add_(0, y, act)
@@ -416,6 +430,9 @@ class GrokkingEngine(Engine):
         probes={"test": 5, "fourier": 10, "energy": 10},
     )
 
+    #: The probes' per-step cache of unit columns: transient, not state.
+    state_exclude = ("_unit_cache",)
+
     def declared_streams(self) -> tuple[Stream, ...]:
         p = self.params
         return grokking_streams(p["p"], p["ipr_convention"], p["energy_centring"])
@@ -448,6 +465,7 @@ class GrokkingEngine(Engine):
         self.phases: dict[str, int] = {}
         self._ipr0: float | None = None
         self._dead_warned = False
+        self._unit_cache: tuple[int, torch.Tensor, torch.Tensor] | None = None
 
     def _forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         p = self.params["p"]
@@ -529,21 +547,23 @@ class GrokkingEngine(Engine):
         return out
 
     def _live_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Unit-norm float64 columns of W_in on the probe device, and the mask of live neurons."""
+        """Unit-norm float64 columns of W_in on the probe device, and the mask of live neurons.
+
+        Computed once per step and shared by the Fourier and energy probes (the weights do
+        not change between them: both run before the update).
+        """
+        cached = self._unit_cache
+        if cached is not None and cached[0] == self.step_count:
+            return cached[1], cached[2]
         w_hat, norms = normalised_columns(self.w_in.detach().to(self._probe_device))
-        return w_hat, ~dead_neurons(norms)
+        live = ~dead_neurons(norms)
+        self._unit_cache = (self.step_count, w_hat, live)
+        return w_hat, live
 
     def _energy_probe(self) -> torch.Tensor:
-        _, live = self._live_weights()
+        w_hat, live = self._live_weights()
         a, b, y = self._probe_data
-        energy = li2_energy(
-            self.w_in.detach().to(self._probe_device),
-            a,
-            b,
-            y,
-            self.params["p"],
-            self.params["energy_centring"],
-        )
+        energy = li2_energy_of_unit_columns(w_hat, a, b, y, self.params["p"], self.params["energy_centring"])
         return energy[live].mean()  # NaN once every neuron has died
 
     def _fourier_probe(self) -> dict[str, Any]:

@@ -36,7 +36,7 @@ import torch
 
 #: Attributes of the Engine base class that are configuration or transient, not state.
 _BASE_SKIP = frozenset(
-    {"spec", "seed", "device", "cadence", "_events", "_probe_seconds", "_started", "guarded"}
+    {"spec", "seed", "device", "cadence", "_events", "_probe_seconds", "_started", "guarded", "_budget"}
 )
 _JSON_SCALARS = (bool, int, float, str, type(None))
 

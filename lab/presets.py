@@ -33,7 +33,7 @@ _TOP_KEYS = {
     "sweep": "table",
 }
 _REQUIRED = ("format_version", "engine", "title", "summary", "paper")
-_RUN_KEYS = {"steps": int, "seed": int, "device": str}
+_RUN_KEYS = {"steps": int, "seed": int, "device": str, "probe_budget": float}
 _VIEW_KEYS = toml_types()
 
 
@@ -60,6 +60,8 @@ class Preset:
     views: tuple[ViewSpec, ...]
     tags: tuple[str, ...] = field(default=())
     sweep: SweepSpec | None = None  # the [sweep] table (dynlab.sweepspec)
+    #: Probes take at most this fraction of training time (their cadences stretch); None: fixed cadences.
+    probe_budget: float | None = None
 
     def with_overrides(
         self,
@@ -173,6 +175,12 @@ def parse(text: str, *, name: str = "<preset>", path: str = "<preset>", check_en
     device = run.get("device", "auto")
     if device not in ("auto", "cpu", "mps") and not device.startswith("cuda"):
         raise err("run.device", f"expected auto, cpu, cuda, cuda:N or mps, got {device!r}")
+    probe_budget = run.get("probe_budget")
+    if probe_budget is not None and not 0.0 < probe_budget < 1.0:
+        raise err(
+            "run.probe_budget",
+            f"expected the fraction of training time probes may take, in (0, 1) (0.1 = 10 %), got {probe_budget!r}",
+        )
 
     hp = _table(data, "hyperparameters", err)
     probes = _table(data, "probes", err)
@@ -220,6 +228,7 @@ def parse(text: str, *, name: str = "<preset>", path: str = "<preset>", check_en
         views=tuple(views),
         tags=tuple(tags),
         sweep=parse_sweep(data["sweep"], err) if "sweep" in data else None,
+        probe_budget=probe_budget,
     )
     if check_engine:
         validate_against_engine(preset)

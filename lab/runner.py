@@ -132,6 +132,7 @@ class Run:
             seed=preset.seed,
             device=preset.device,
             probes=dict(preset.probes),
+            probe_budget=preset.probe_budget,
             record=record,
             preset_text=preset.text,
             preset_name=preset.name,
@@ -178,6 +179,10 @@ class Run:
                 target=self._thread_main, name=f"dynlab-run-{self.preset.name}", daemon=True
             )
             self._thread.start()
+        elif (warm := _take_warm(self.config.torch_threads, self._display_max)) is not None:
+            self._proc, self._cmd, self._out = warm
+            self._proc.name = f"dynlab-run-{self.preset.name}"
+            self._cmd.put(("config", self.config))
         else:
             ctx = mp.get_context("spawn")
             self._cmd = ctx.Queue()
@@ -188,20 +193,7 @@ class Run:
                 daemon=True,
                 name=f"dynlab-run-{self.preset.name}",
             )
-            # The child's numpy/BLAS reads its thread count at import, before our code runs:
-            # pass it through the environment so probes do not oversubscribe the cores.
-            threads = str(self.config.torch_threads or os.cpu_count() or 1)
-            keys = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-            saved = {k: os.environ.get(k) for k in keys}
-            os.environ.update({k: threads for k in keys})
-            try:
-                self._proc.start()
-            finally:
-                for k, v in saved.items():
-                    if v is None:
-                        os.environ.pop(k, None)
-                    else:
-                        os.environ[k] = v
+            _start_with_threads(self._proc, self.config.torch_threads)
         self.state = RunState.STARTING
         return self
 
@@ -437,6 +429,117 @@ def _process_main(cfg: RunConfig, commands: Any, out: Any, parent_pid: int) -> N
     box: list[Worker] = []
     watchdog = threading.Thread(target=_watch_parent, args=(parent_pid, box, commands), daemon=True)
     watchdog.start()
+    work(cfg, commands, out, on_worker=box.append)
+    out.close()
+    out.join_thread()
+
+
+def _start_with_threads(proc: Any, torch_threads: int | None) -> None:
+    """Start ``proc`` with the BLAS thread count in its environment.
+
+    The child's numpy/BLAS reads its thread count at import, before our code runs: pass it
+    through the environment so probes do not oversubscribe the cores.
+    """
+    threads = str(torch_threads or os.cpu_count() or 1)
+    keys = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update({k: threads for k in keys})
+    try:
+        proc.start()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+#: Engine processes started ahead of time, by (torch threads, display queue size).
+_WARM: dict[tuple[int | None, int], tuple[Any, Any, Any]] = {}
+_WARM_LOCK = threading.Lock()
+
+
+def app_threads() -> int:
+    """Torch threads of an engine process beside the app: every core but one (which draws)."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def prewarm(torch_threads: int | None = None, display_queue: int = _DISPLAY_QUEUE) -> bool:
+    """Start an engine process now, so that the next process-hosted ``Run`` starts at once.
+
+    The child imports torch and every engine, then waits for a ``RunConfig``. A ``Run``
+    with host ``"process"``, the same ``torch_threads`` and the same display queue adopts
+    it on ``start()``; other runs spawn their own. At most one waits per setting; it ends
+    with this process. Returns True when a new child was started.
+
+    Parameters
+    ----------
+    torch_threads
+        Torch threads of the run that will adopt it (``None`` as in ``Run``: all cores).
+    display_queue
+        The display queue size of that run.
+    """
+    key = (torch_threads, display_queue)
+    with _WARM_LOCK:
+        held = _WARM.get(key)
+        if held is not None and held[0].is_alive():
+            return False
+        ctx = mp.get_context("spawn")
+        commands, out = ctx.Queue(), ctx.Queue(maxsize=display_queue)
+        proc = ctx.Process(
+            target=_warm_main, args=(commands, out, os.getpid()), daemon=True, name="dynlab-warm-engine"
+        )
+        _start_with_threads(proc, torch_threads)
+        _WARM[key] = (proc, commands, out)
+        return True
+
+
+def _take_warm(torch_threads: int | None, display_queue: int) -> tuple[Any, Any, Any] | None:
+    """The waiting engine process for these settings, if one is alive (it is then no longer waiting)."""
+    with _WARM_LOCK:
+        held = _WARM.pop((torch_threads, display_queue), None)
+    if held is None:
+        return None
+    if held[0].is_alive():
+        return held
+    held[1].close()
+    held[2].close()
+    return None
+
+
+def _warm_up() -> None:
+    """Pay now what a cold run pays before its first frame: imports and first-use costs.
+
+    Importing torch and every engine takes seconds; so does the first optimizer, whose
+    constructor imports ``torch._dynamo`` (about 2 s on 2 cores). A tiny step runs the
+    usual kernels once. The run seeds torch and numpy itself afterwards, so nothing of
+    this reaches its numbers.
+    """
+    import torch
+
+    from dynlab.engines.base import registry
+
+    registry()
+    w = torch.zeros(8, 8, requires_grad=True)
+    opt = torch.optim.Adam([w], lr=1e-3)
+    loss = (torch.ones(4, 8) @ w).square().mean()
+    loss.backward()
+    opt.step()
+
+
+def _warm_main(commands: Any, out: Any, parent_pid: int) -> None:
+    """In a warm child: import what a run needs, wait for its config, then run it as a cold child would."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    box: list[Worker] = []
+    watchdog = threading.Thread(target=_watch_parent, args=(parent_pid, box, commands), daemon=True)
+    watchdog.start()
+    _warm_up()
+    msg = commands.get()
+    if msg[0] != "config":  # told to stop (its parent is gone) before any run came
+        return
+    cfg: RunConfig = msg[1]
+    if cfg.torch_threads is None:
+        cfg.torch_threads = max(1, (os.cpu_count() or 1))
     work(cfg, commands, out, on_worker=box.append)
     out.close()
     out.join_thread()

@@ -37,6 +37,8 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     probes: dict[str, int] = field(default_factory=dict)
+    #: Fraction of training time the probes may take (cadences stretch to hold it); None: fixed.
+    probe_budget: float | None = None
     record: str | None = None
     preset_text: str = ""
     preset_name: str = ""
@@ -185,7 +187,9 @@ class Worker:
 
             torch.set_num_threads(cfg.torch_threads)
         cls = get_engine(cfg.engine)
-        self.engine = engine = cls(cfg.params, seed=cfg.seed, device=cfg.device, probes=cfg.probes)
+        self.engine = engine = cls(
+            cfg.params, seed=cfg.seed, device=cfg.device, probes=cfg.probes, probe_budget=cfg.probe_budget
+        )
         cfg.device = engine.device
         if cfg.record:
             meta = recording_meta(cfg, cls.spec.name, cls.spec.version, engine.device, engine.params)

@@ -275,3 +275,119 @@ class SnapshotViewMixin:
 
     def _clear_data(self) -> None:
         self.snaps.clear()
+
+
+class PeakPyramid:
+    """Min/max summaries of a :class:`SeriesBuffer` at every power-of-two block size.
+
+    Level ``L >= BASE`` holds, per block of ``2**L`` consecutive rows, the first row's step and
+    each column's min and max (NaN ignored). :meth:`lod` cuts a step range out of the
+    coarsest level that still has about ``2 x pixels`` blocks in it and returns it as a
+    zig-zag (min, max per block): a line drawn from it covers exactly the pixels the full
+    series covers, spikes included, at a cost set by the plot's width rather than the
+    series' length. The levels are extended from the rows added since the last call
+    (vectorised, amortised O(1) per row); a buffer that thinned its history or was
+    cleared is summarised again from scratch.
+
+    Parameters
+    ----------
+    buffer
+        The series buffer summarised.
+    ema
+        Summarise the buffer's smoothed values instead of its raw ones.
+    """
+
+    #: The finest level kept: blocks of 2**BASE rows. Finer ones would cost memory (level 1
+    #: alone as much as the values) to save pyqtgraph a pass over at most 2**BASE rows a pixel.
+    BASE = 3
+
+    def __init__(self, buffer: SeriesBuffer, ema: bool = False) -> None:
+        self.buffer = buffer
+        self.ema = ema
+        self._reset()
+
+    def _reset(self) -> None:
+        self._rows = 0  # buffer rows summarised into the first stored level
+        self._decimated = self.buffer.decimated
+        # Per stored level (block sizes 2**BASE, 2**(BASE+1), ...): [steps, mins, maxs, count]
+        self._levels: list[list[Any]] = []
+
+    def _source(self) -> np.ndarray:
+        data = self.buffer.ema if self.ema else self.buffer.values
+        assert data is not None
+        return data
+
+    def _store(self, index: int, steps: np.ndarray, mins: np.ndarray, maxs: np.ndarray) -> None:
+        if index == len(self._levels):
+            w = mins.shape[1]
+            self._levels.append([np.empty(64), np.empty((64, w)), np.empty((64, w)), 0])
+        lev = self._levels[index]
+        m, k = lev[3], len(steps)
+        if m + k > len(lev[0]):
+            size = max(2 * len(lev[0]), m + k)
+            lev[0], lev[1], lev[2] = (_resize(a, size) for a in lev[:3])
+        lev[0][m : m + k], lev[1][m : m + k], lev[2][m : m + k] = steps, mins, maxs
+        lev[3] = m + k
+
+    def _update(self) -> None:
+        buf = self.buffer
+        if buf.decimated != self._decimated or buf.n < self._rows:
+            self._reset()
+        n, first = buf.n, 1 << self.BASE
+        stop = n - n % first
+        if stop - self._rows < first:
+            return
+        # The first stored level straight from the new raw rows, in blocks of 2**BASE...
+        steps, vals = buf.steps, self._source()
+        block = vals[self._rows : stop].reshape(-1, first, vals.shape[1])
+        self._store(
+            0, steps[self._rows : stop : first], np.fmin.reduce(block, axis=1), np.fmax.reduce(block, axis=1)
+        )
+        self._rows = stop
+        # ...then each level from the one below: its new complete pairs only.
+        index = 0
+        while True:
+            lev = self._levels[index]
+            start = self._levels[index + 1][3] * 2 if index + 1 < len(self._levels) else 0
+            stop = lev[3] - lev[3] % 2
+            if stop - start < 2:
+                break
+            lo_steps, lo_min, lo_max = lev[0], lev[1], lev[2]
+            self._store(
+                index + 1,
+                lo_steps[start:stop:2],
+                np.fmin(lo_min[start:stop:2], lo_min[start + 1 : stop : 2]),
+                np.fmax(lo_max[start:stop:2], lo_max[start + 1 : stop : 2]),
+            )
+            index += 1
+
+    def lod(self, x0: float, x1: float, pixels: int) -> tuple[np.ndarray, np.ndarray]:
+        """Steps and values ``(m, width)`` to draw the rows with steps in ``[x0, x1]`` on ``pixels``.
+
+        Returns the rows themselves when there are at most ``4 x pixels`` of them; else the
+        blocks of the chosen level as a zig-zag (each block's step twice, its min then its
+        max), followed by the rows after the last complete block (the newest data exact).
+        """
+        self._update()
+        steps, vals = self.buffer.steps, self._source()
+        i0 = max(int(np.searchsorted(steps, x0, side="left")) - 1, 0)
+        i1 = min(int(np.searchsorted(steps, x1, side="right")) + 1, len(steps))
+        count = i1 - i0
+        pixels = max(int(pixels), 16)
+        if count <= 4 * pixels or not self._levels:
+            return steps[i0:i1], vals[i0:i1]
+        want = int(np.ceil(np.log2(count / (2 * pixels))))
+        if want < self.BASE:  # up to 2**BASE rows a pixel: pyqtgraph's own pass is cheap enough
+            return steps[i0:i1], vals[i0:i1]
+        index = min(want - self.BASE, len(self._levels) - 1)
+        lev_steps, lev_min, lev_max, m = self._levels[index]
+        block = 1 << (self.BASE + index)
+        j0 = max(i0 // block - 1, 0)
+        j1 = min(i1 // block + 1, m)
+        xs = np.repeat(lev_steps[j0:j1], 2)
+        ys = np.stack([lev_min[j0:j1], lev_max[j0:j1]], axis=1).reshape(-1, vals.shape[1])
+        tail = max(m * block, i0)
+        if tail < i1:  # rows after the last complete block: drawn as they are
+            xs = np.concatenate([xs, steps[tail:i1]])
+            ys = np.concatenate([ys, vals[tail:i1]])
+        return xs, ys

@@ -18,7 +18,8 @@ from dynlab.frames import Stream
 from dynlab.viewspec import ViewSpec
 
 from . import style
-from .buffers import SeriesBuffer
+from .buffers import PeakPyramid, SeriesBuffer
+from .follow import RangeFollower
 from .plotview import PlotView
 
 #: EMA weight of the smoothed line (TensorBoard's slider at 0.9).
@@ -42,6 +43,8 @@ class _Series:
         self.raw: list[pg.PlotDataItem] = []
         self.smooth: list[pg.PlotDataItem] = []
         self.drawn_n = -1  # rows drawn at the last refresh (skip unchanged series)
+        self.pyramids: tuple[PeakPyramid, PeakPyramid | None] | None = None  # made when long
+        self.drawn: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None  # handed to the curves
 
 
 class LinesView(PlotView):
@@ -82,6 +85,10 @@ class LinesView(PlotView):
         vb = self.item.getViewBox()
         vb.sigRangeChanged.connect(self._place_legend)
         vb.sigResized.connect(self._place_legend)
+
+        vb.sigXRangeChanged.connect(self._on_x_range_changed)
+        self._follower = RangeFollower(vb)
+        self._legend_rows = 0  # rows in the plot when the legend was last placed
 
     @staticmethod
     def _width(stream: Stream) -> int:
@@ -181,7 +188,7 @@ class LinesView(PlotView):
             if buf.n == series.drawn_n:
                 continue
             series.drawn_n = buf.n
-            x, values, ema = buf.steps, buf.values, buf.ema
+            x, values, ema = self._rows_to_draw(series)
             # Antialiased wide lines cost ~10x in Qt's raster painter once a series is
             # dense (thousands of segments per pixel column after peak downsampling);
             # past that point the eye cannot tell, so draw them aliased.
@@ -198,7 +205,82 @@ class LinesView(PlotView):
         self.legend.setVisible(len(self.legend.items) > 1)
         self._place_legend()
 
-    def _place_legend(self, *_: object) -> None:
+    def _rows_to_draw(self, series: _Series) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The rows of a series to hand to its curves: all of them when few, else a min/max
+        summary cut to the visible steps at about two blocks per pixel (``PeakPyramid``).
+
+        pyqtgraph's own peak downsampling walks every row on every redraw; the summary is
+        kept up to date incrementally, so a redraw costs what the plot's width costs.
+        A log step axis gets every row (its pixels cover uneven step ranges).
+        """
+        buf = series.buffer
+        vb = self.item.getViewBox()
+        pixels = int(vb.width()) if vb.width() > 0 else 1000
+        if self.log_x or buf.n <= 4 * pixels or getattr(self, "_exporting", False):
+            series.drawn = (buf.steps, buf.values, buf.ema)
+            return series.drawn
+        if series.pyramids is None:
+            series.pyramids = (PeakPyramid(buf), PeakPyramid(buf, ema=True) if buf.ema is not None else None)
+        raw, smooth = series.pyramids
+        x0, x1 = (-np.inf, np.inf) if self._following_steps() else vb.viewRange()[0]
+        x, values = raw.lod(x0, x1, pixels)
+        ema = smooth.lod(x0, x1, pixels)[1] if smooth is not None else None
+        series.drawn = (x, values, ema)
+        return series.drawn
+
+    def redraw_all(self) -> None:
+        exporting = getattr(self, "_exporting", False)
+        for series in self._series.values():
+            series.drawn_n = -1
+            for curve in (*series.raw, *series.smooth):
+                if getattr(curve, "segmented", False):  # a vector export holds one path per curve
+                    curve.curve.setSegmentedLineMode("off" if exporting else "on")
+        super().redraw_all()
+
+    def _following_steps(self) -> bool:
+        vb = self.item.getViewBox()
+        return self._follower.follow[0] or vb.state["autoRange"][0] is not False
+
+    def refresh(self) -> None:
+        """Redraw what changed, then let the axes follow the data (in steps: ``RangeFollower``)."""
+        if not self._dirty:
+            return
+        super().refresh()
+        xs, ys = [], []
+        for series in self._series.values():
+            if series.drawn is not None and len(series.drawn[0]):
+                x, values, ema = series.drawn
+                xs.append(x[[0, -1]])
+                ys.append(values)
+                if ema is not None and series.smooth:
+                    ys.append(ema)
+        if xs:
+            self._follower.update(xs, ys, self.log_x, self.log_y)
+
+    def clear(self) -> None:
+        super().clear()
+        self._legend_rows = 0
+        self._follower.reset()
+
+    def _on_x_range_changed(self, *_: object) -> None:
+        """A zoom or pan (the step axis no longer follows the data): re-cut long series to it."""
+        if self._following_steps() or self.log_x:
+            return
+        long = [s for s in self._series.values() if s.pyramids is not None]
+        if long:
+            for s in long:
+                s.drawn_n = -1
+            self._dirty = True
+            self.refresh()
+
+    def _place_legend(self, *args: object) -> None:
+        # Called with arguments by a range change or a resize: always re-placed. Called after
+        # a redraw: only once the rows grew by a twentieth since the last placement, since
+        # the placement reads every curve (about 1 ms a view, 30 times a second otherwise).
+        rows = sum(s.buffer.n for s in self._series.values())
+        if not args and self._legend_rows and rows < 1.05 * self._legend_rows:
+            return
+        self._legend_rows = rows
         self._legend_corner = style.place_legend(self.legend, self.item, self._legend_corner)
 
     def series_data(self, name: str, run: str = "") -> tuple[np.ndarray, np.ndarray]:

@@ -7,9 +7,10 @@ pyqtgraph otherwise hides in its right-click menu).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyqtgraph as pg
@@ -107,9 +108,28 @@ class PlotView(StreamView):
         # pyqtgraph 0.14's SVGExporter cannot parse the path data PySide6 6.11 writes
         # (ValueError in its coordinate fix-up), so paint the widget into a QSvgGenerator:
         # curves, bars and text stay vectors.
+        with self.full_resolution():
+            self._write_svg(path)
+
+    @contextlib.contextmanager
+    def full_resolution(self) -> Iterator[None]:
+        """Draw every row while inside (an export holds the data, not the screen's summary)."""
+        self._exporting = True
+        self.redraw_all()
+        try:
+            yield
+        finally:
+            self._exporting = False
+            self.redraw_all()
+
+    def redraw_all(self) -> None:
+        """Mark everything stale and redraw now (subclasses drop their caches here)."""
+        self._dirty = True
+        self.refresh()
+
+    def _write_svg(self, path: str) -> None:
         from PySide6 import QtCore, QtGui, QtSvg
 
-        self.refresh()
         gen = QtSvg.QSvgGenerator()
         gen.setFileName(path)
         gen.setSize(self.size())

@@ -276,4 +276,11 @@ def add_fast_curve(plot: pg.PlotItem, pen: pg.QtGui.QPen, name: str | None = Non
     curve.setDownsampling(auto=True, method="peak")
     curve.setClipToView(True)
     curve.setSkipFiniteCheck(True)
+    if pen.style() == QtCore.Qt.PenStyle.SolidLine and pen.color().alphaF() == 1.0:
+        # One line per segment rather than one stroked path: Qt strokes a long antialiased
+        # path of a 1.5 px pen about 3x slower (measured: 23 vs 7 ms to paint two 2000-point
+        # curves). Dashed pens keep the path (their dashes would restart at every segment),
+        # and so do translucent ones (the overlaps at the joins would show).
+        curve.curve.setSegmentedLineMode("on")
+        curve.segmented = True  # an SVG export turns it off: one path per curve there
     return curve

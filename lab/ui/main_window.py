@@ -63,6 +63,9 @@ class MainWindow(QtWidgets.QMainWindow):
         if split is not None:
             self.workspace.splitter.restoreState(split)
         self.set_theme(str(self.settings.value("ui/theme", "light")))
+        # While the gallery shows, start an engine process so that Start shows frames at once.
+        self.pages.currentChanged.connect(lambda *_: self._warm_engine())
+        QtCore.QTimer.singleShot(1000, self._warm_engine)  # once the window has shown
 
     # ------------------------------------------------------------------ menus
     def _build_menus(self) -> None:
@@ -183,6 +186,12 @@ class MainWindow(QtWidgets.QMainWindow):
         _WINDOWS.append(win)
         win.destroyed.connect(lambda *_: _WINDOWS.remove(win) if win in _WINDOWS else None)
         return win
+
+    def _warm_engine(self) -> None:
+        if self.pages.currentWidget() is self.gallery and self.workspace.host == "process":
+            from dynlab.runner import app_threads, prewarm
+
+            prewarm(app_threads())
 
     def show_gallery(self) -> None:
         self.workspace.close_sources()

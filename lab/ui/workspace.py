@@ -10,6 +10,7 @@ appends) and redraws each view once — the data rate and the draw rate are sepa
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,11 @@ from dynlab.ui.controls import Timeline
 from dynlab.ui.recordings import default_views, new_recording
 from dynlab.ui.replay import ReplayMixin
 from dynlab.ui.sidepanel import SidePanel, alert_for
-from dynlab.ui.viewarea import ViewArea
+from dynlab.ui.viewarea import DisplayPacer, ViewArea
 
 DISPLAY_HZ = 30
-#: Wall time one display tick may spend redrawing views (the rest wait for the next tick).
+#: Wall time one display tick may spend redrawing views, their paint included (the rest
+#: wait for the next tick): under 16 ms, a click never waits for more than a 60 Hz frame.
 REFRESH_BUDGET_S = 0.012
 #: Events drawn as markers on time axes (pause/resume only go to the log).
 MARKED = ("set", "phase", "diverged", "failed", "warning", "record_error", "refused", "branch")
@@ -116,8 +118,9 @@ class Workspace(ReplayMixin, QtWidgets.QWidget):
         self.timeline.prev_event.connect(self.prev_event)
 
         self.timer = QtCore.QTimer(self)
-        self.timer.setInterval(int(1000 / DISPLAY_HZ))
         self.timer.timeout.connect(self._tick)
+        #: steps the display rate down (and back up) when the views cannot keep up
+        self.pacer = DisplayPacer(self.timer, DISPLAY_HZ)
 
     # ------------------------------------------------------------------ opening
     def open_preset(self, preset: Preset, *, start: bool = False) -> None:
@@ -229,6 +232,7 @@ class Workspace(ReplayMixin, QtWidgets.QWidget):
         self._clear_views()
         preset = self.preset.with_overrides(seed=self._seed, hyperparameters=dict(self.overrides))
         self._launch("", preset, label="")
+        self.pacer.reset()
         self.timer.start()
 
     def _launch(self, run_id: str, preset: Preset, label: str) -> Source:
@@ -316,6 +320,7 @@ class Workspace(ReplayMixin, QtWidgets.QWidget):
 
     # ------------------------------------------------------------------ the display tick
     def _tick(self) -> None:
+        t0 = time.perf_counter()
         self.ticks += 1
         for run_id, src in list(self.sources.items()):
             items = src.drain()
@@ -325,8 +330,9 @@ class Workspace(ReplayMixin, QtWidgets.QWidget):
         if seekable is not None:
             for v in self.views:
                 v.set_cursor(seekable.step)
-        self.area.refresh_within_budget(REFRESH_BUDGET_S)
+        drawn = self.area.refresh_within_budget(REFRESH_BUDGET_S, self.pacer.per_view)
         self._update_status()
+        self.pacer.tick_started(t0, drawn)
 
     def _on_ready(self, run_id: str, ready: Ready) -> None:
         """A source knows its streams: build the views once, fill the parameter panel."""
@@ -413,12 +419,16 @@ class Workspace(ReplayMixin, QtWidgets.QWidget):
             self.status.emit("")
             return
         parts = []
-        for src in self.sources.values():
+        for run_id, src in self.sources.items():
             who = f"{src.label}: " if src.label else ""
             state = f"replay: {src.state}" if Control.SEEK in src.controls else src.state
-            parts.append(
-                f"{who}{state} · step {src.step:,} · {src.steps_per_second:,.1f} steps/s · {src.device}"
-            )
+            text = f"{who}{state} · step {src.step:,} · {src.steps_per_second:,.1f} steps/s · {src.device}"
+            share = self.last_values.get(run_id, {}).get("probe_share")
+            if share is not None:  # a probe budget holds: say what the probes cost
+                text += f" · probes {100 * float(share):.0f} % of training"
+            parts.append(text)
+        if self.pacer.behind:
+            parts.append(self.pacer.note())
         self.status.emit("   |   ".join(parts))
         live = self.steerable()
         if live:
