@@ -10,7 +10,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
 from dynlab.frames import Stream
-from dynlab.viewspec import ViewSpec
+from dynlab.viewspec import SORT_ORDERS, ViewSpec
 
 from . import style
 from .buffers import SnapshotViewMixin
@@ -28,6 +28,8 @@ class HeatmapView(SnapshotViewMixin, PlotView):
     vector streams as rows (row labels = stream names, columns = the first stream's
     labels). Signed data get a diverging map centred on 0, otherwise viridis; ``log_y``
     colours by log10 of the value. Hovering shows ``row, col = value``.
+    ``sort_cols = "argmax"`` orders the columns by the row of their maximum at the step
+    shown (ties keep the stream's order); the column labels follow their columns.
     """
 
     single_run = True
@@ -37,6 +39,10 @@ class HeatmapView(SnapshotViewMixin, PlotView):
     def __init__(
         self, view: ViewSpec, streams: Mapping[str, Stream], parent: QtWidgets.QWidget | None = None
     ) -> None:
+        if view.sort_cols and view.sort_cols not in SORT_ORDERS:
+            raise ValueError(
+                f"unknown sort_cols {view.sort_cols!r}; expected one of {', '.join(SORT_ORDERS)}"
+            )
         super().__init__(view, streams, parent)
         self.vector_mode = view.kind == "vector-heatmap" or (
             bool(self.stream_names) and self.streams[self.stream_names[0]].kind == "vector"
@@ -50,20 +56,39 @@ class HeatmapView(SnapshotViewMixin, PlotView):
         label = "log10 value" if view.log_y else (first.units if first and first.units else "value")
         self.colourbar = pg.ColorBarItem(colorMap="viridis", interactive=False, width=14)
         self.colourbar.setImageItem(self.image, insert_in=self.item)
-        style.style_colourbar(self.colourbar, label)
+        style.style_colourbar(self.colourbar, label, self.text_scale)
         self.hover = QtWidgets.QLabel(" ")
         self.hover.setTextFormat(QtCore.Qt.TextFormat.PlainText)  # row/column names come from files
-        self.hover.setStyleSheet("color: #222; font-size: 9pt;")
+        self.hover.setStyleSheet(self._hover_style())
         self._layout.insertWidget(self._layout.count() - 1, self.hover)
         self.plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
         self.data: np.ndarray | None = None  # the matrix drawn (after log), for hover and tests
         self.shown_step: int | None = None
         self.row_labels: tuple[str, ...] = ()
         self.col_labels: tuple[str, ...] = ()
+        #: the stream's column index of each drawn column (``None`` when drawn in stream order)
+        self.col_order: np.ndarray | None = None
+        if view.sort_cols == "argmax":
+            self.item.setLabel(
+                "bottom", "columns ordered by the row of their maximum", color=style.FOREGROUND
+            )
         self._signed: bool | None = None
 
     def _y_label(self) -> str:
         return ""
+
+    def _hover_style(self) -> str:
+        return f"color: #222; font-size: {style.pt(style.TEXT_PT, self.text_scale)}pt;"
+
+    def _plot_axes(self) -> tuple[pg.AxisItem, ...]:
+        return (self.colourbar.getAxis("right"),)
+
+    def _apply_text_scale(self) -> None:
+        super()._apply_text_scale()
+        self.hover.setStyleSheet(self._hover_style())
+        left = self.item.getAxis("left")
+        if self.row_labels:
+            style.fit_axis_to_labels(left, [t for _, t in _ticks(self.row_labels, len(self.row_labels))])
 
     def _clear_data(self) -> None:
         super()._clear_data()
@@ -104,6 +129,11 @@ class HeatmapView(SnapshotViewMixin, PlotView):
             self.shown_step = None
             return
         step, mat, rows, cols = cur
+        self.col_order = None
+        if self.view.sort_cols == "argmax":
+            self.col_order = order = argmax_order(mat)
+            names = list(cols) if len(cols) == mat.shape[1] else [str(j) for j in range(mat.shape[1])]
+            mat, cols = mat[:, order], tuple(names[j] for j in order)
         # A cell not measured yet (NaN) is left blank; with log colour a cell that is exactly
         # 0 is drawn at the bottom of the scale (it is the smallest value, not a gap).
         missing = ~np.isfinite(mat)
@@ -134,7 +164,9 @@ class HeatmapView(SnapshotViewMixin, PlotView):
             self.item.getAxis("bottom").setTicks([_ticks(cols, mat.shape[1])])
         self.item.setRange(xRange=(0, mat.shape[1]), yRange=(0, mat.shape[0]), padding=0)
         self.item.setTitle(
-            f"{html.escape(self.view.title)} — step {step}", color=style.FOREGROUND, size="10pt"
+            f"{html.escape(self.view.title)} — step {step}",
+            color=style.FOREGROUND,
+            size=f"{style.pt(style.TITLE_PT, self.text_scale)}pt",
         )
 
     def value_at(self, row: int, col: int) -> str:
@@ -150,6 +182,17 @@ class HeatmapView(SnapshotViewMixin, PlotView):
             return
         p = self.item.getViewBox().mapSceneToView(pos)
         self.hover.setText(self.value_at(int(np.floor(p.y())), int(np.floor(p.x()))))
+
+
+def argmax_order(mat: np.ndarray) -> np.ndarray:
+    """Column order that sorts columns by the row of their maximum (NaN-only columns last).
+
+    Ties keep the original order, so a column moves only when its peak row changes.
+    """
+    finite = np.isfinite(mat)
+    peak = np.argmax(np.where(finite, mat, -np.inf), axis=0)
+    peak = np.where(finite.any(axis=0), peak, mat.shape[0])
+    return np.argsort(peak, kind="stable")
 
 
 def _ticks(labels: Sequence[str], n: int) -> list[tuple[float, str]]:

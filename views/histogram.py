@@ -54,15 +54,24 @@ class HistogramView(SnapshotViewMixin, PlotView):
             color=style.FOREGROUND,
         )
         self.item.setLabel("left", "log10 weight" if view.log_y else "weight", color=style.FOREGROUND)
-        self.legend = style.add_legend(self.item)
+        self.legend = style.add_legend(self.item, self.text_scale)
         self._bars: dict[tuple[str, str], pg.BarGraphItem] = {}
         self._ref_lines: dict[str, pg.InfiniteLine] = {}
         self._step_label = pg.TextItem(color=style.FOREGROUND, anchor=(0, 0))
         self._step_label.setParentItem(self.item.getViewBox())
         self._step_label.setPos(4, 2)
+        self._step_label.setFont(style.font(style.TEXT_PT, self.text_scale))
 
     def _y_label(self) -> str:
         return ""
+
+    def _apply_text_scale(self) -> None:
+        super()._apply_text_scale()
+        style.scale_legend(self.legend, self.text_scale)
+        self._step_label.setFont(style.font(style.TEXT_PT, self.text_scale))
+        for line in self._ref_lines.values():
+            line.label.setFont(style.font(style.TEXT_PT, self.text_scale))
+            line.label.updatePosition()
 
     def heights(self, weight: np.ndarray) -> tuple[np.ndarray, float]:
         """Bar heights and baseline: log10 of positive weights when ``log_y`` (empty bins at the floor)."""
@@ -127,7 +136,15 @@ class HistogramView(SnapshotViewMixin, PlotView):
             value = float(np.asarray(got[1]).reshape(-1)[0])
             label = f"{name}{self.run_suffix(run)} = {value:.4g}"
             if line is None:
-                line = style.vline(value, style.REFERENCE_COLOUR, label, label_pos=0.85)
+                r = self.run_index(run)
+                line = style.vline(
+                    value,
+                    style.reference_colour(r),
+                    label,
+                    label_pos=0.85 - 0.1 * (r % 4),
+                    scale=self.text_scale,
+                )
+                line.setPen(style.reference_pen(r, width=1.2))
                 self.item.addItem(line)  # not ignoreBounds: keep the threshold in view
                 self._ref_lines[run] = line
             line.setValue(value)
@@ -170,7 +187,7 @@ class WaterfallView(SnapshotViewMixin, PlotView):
         self.item.addItem(self.image)
         self.colourbar = pg.ColorBarItem(colorMap="viridis", interactive=False, width=14)
         self.colourbar.setImageItem(self.image, insert_in=self.item)
-        style.style_colourbar(self.colourbar, "log10 weight" if self.log_colour else "value")
+        style.style_colourbar(self.colourbar, "log10 weight" if self.log_colour else "value", self.text_scale)
         self.item.showGrid(x=False, y=False)
         unit = f" [{s.units}]" if s and s.units else ""
         if self.is_histogram:
@@ -192,11 +209,23 @@ class WaterfallView(SnapshotViewMixin, PlotView):
         # the very part of the image where the spectrum meets it.
         self._ref_text = pg.TextItem(color="w", anchor=(1, 1), fill=pg.mkBrush(0, 0, 0, 120))
         self._ref_text.setZValue(31)
+        self._ref_text.setFont(style.font(style.TEXT_PT, self.text_scale))
         self._ref_text.hide()
         self.item.addItem(self._ref_text, ignoreBounds=True)
 
     def _y_label(self) -> str:
         return ""
+
+    def _plot_axes(self) -> tuple[pg.AxisItem, ...]:
+        return (self.colourbar.getAxis("right"),)
+
+    def _apply_text_scale(self) -> None:
+        super()._apply_text_scale()
+        self._ref_text.setFont(style.font(style.TEXT_PT, self.text_scale))
+        left = self.item.getAxis("left")
+        ticks = left._tickLevels  # noqa: SLF001 - the fixed row labels of a vector waterfall
+        if ticks and not self.is_histogram:
+            style.fit_axis_to_labels(left, [t for _, t in ticks[0]])
 
     def _redraw(self) -> None:
         snaps = self.snaps.get(self.shown_run(), self.stream)

@@ -119,12 +119,12 @@ class PointsView(SnapshotViewMixin, StreamView):
     ) -> None:
         super().__init__(view, streams, parent)
         self.note = QtWidgets.QLabel()
-        self.note.setStyleSheet("color: #a05000; font-size: 9pt;")
         self.note.setVisible(False)
         self.legend_label = QtWidgets.QLabel()
         self.legend_label.setTextFormat(pg.QtCore.Qt.TextFormat.RichText)
         self.legend_label.setVisible(False)
         self.title_label = QtWidgets.QLabel(f"<b>{html.escape(view.title)}</b>")
+        self._style_labels()
         self._layout.addWidget(self.title_label)
         self._layout.addWidget(self.legend_label)
         self._layout.addWidget(self.note)
@@ -137,6 +137,16 @@ class PointsView(SnapshotViewMixin, StreamView):
         self.groups: list[str] = []
         self.labels: list[str] = []
         self.shown_step: int | None = None
+
+    def _style_labels(self) -> None:
+        size = style.pt(style.TEXT_PT, self.text_scale)
+        self.note.setStyleSheet(f"color: #a05000; font-size: {size}pt;")
+        self.legend_label.setStyleSheet(f"font-size: {size}pt;")
+        self.title_label.setStyleSheet(f"font-size: {style.pt(style.TITLE_PT, self.text_scale)}pt;")
+
+    def _apply_text_scale(self) -> None:
+        super()._apply_text_scale()
+        self._style_labels()
 
     def _current(self) -> tuple[int, np.ndarray, list[str], list[str]] | None:
         run = self.shown_run()
@@ -247,19 +257,34 @@ class PointsView2D(PointsView):
         self.note.setText(self.projection_note)
         self.note.setVisible(dim == 3)
         cols = self._axis_names()
-        self.plot = style.make_plot("", "PC1" if dim == 3 else cols[0], "PC2" if dim == 3 else cols[1])
+        self.plot = style.make_plot(
+            "", "PC1" if dim == 3 else cols[0], "PC2" if dim == 3 else cols[1], scale=self.text_scale
+        )
         self.plot.getPlotItem().setAspectLocked(dim == 3 or same_units(pts))
-        self._legend = style.add_legend(self.plot.getPlotItem())
+        self._legend = style.add_legend(self.plot.getPlotItem(), self.text_scale)
         self.plot.getPlotItem().getViewBox().sigRangeChanged.connect(self._place_legend)
         self._holder_layout.addWidget(self.plot)
         self.hover = QtWidgets.QLabel(" ")
         self.hover.setTextFormat(pg.QtCore.Qt.TextFormat.PlainText)  # point labels come from files
-        self.hover.setStyleSheet("color: #222; font-size: 9pt;")
+        self.hover.setStyleSheet(self._hover_style())
         self._holder_layout.addWidget(self.hover)
         self.plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
 
     def _place_legend(self, *_: object) -> None:
         self._legend_corner = style.place_legend(self._legend, self.plot.getPlotItem(), self._legend_corner)
+
+    def _hover_style(self) -> str:
+        return f"color: #222; font-size: {style.pt(style.TEXT_PT, self.text_scale)}pt;"
+
+    def _apply_text_scale(self) -> None:
+        super()._apply_text_scale()
+        if self.plot is None:
+            return  # made at the first data, at the scale of that moment
+        style.scale_plot_texts(self.plot.getPlotItem(), self.text_scale)
+        style.scale_legend(self._legend, self.text_scale)
+        self.hover.setStyleSheet(self._hover_style())
+        for t in self._texts:
+            t.setFont(style.font(style.TEXT_PT, self.text_scale))
 
     def _axis_names(self) -> tuple[str, str]:
         """x and y axis names: the first stream's ``cols`` when it names two, else x / y."""
@@ -325,6 +350,7 @@ class PointsView2D(PointsView):
         labels = shown_labels(labels)
         while len(self._texts) < len(labels):
             t = pg.TextItem(color=style.FOREGROUND, anchor=(-0.1, 1.0))
+            t.setFont(style.font(style.TEXT_PT, self.text_scale))
             item.addItem(t)
             self._texts.append(t)
         for i, t in enumerate(self._texts):
@@ -375,9 +401,18 @@ class PointsView3D(PointsView):
             parent=self._scene_view.scene, connect="segments", color=(0.35, 0.35, 0.35, 1.0), width=1.5
         )
         self._text3d = scene.visuals.Text(
-            parent=self._scene_view.scene, color="black", font_size=9, anchor_x="left", anchor_y="bottom"
+            parent=self._scene_view.scene,
+            color="black",
+            font_size=style.pt(style.TEXT_PT, self.text_scale),
+            anchor_x="left",
+            anchor_y="bottom",
         )
         self._axes = scene.visuals.XYZAxis(parent=self._scene_view.scene)
+
+    def _apply_text_scale(self) -> None:
+        super()._apply_text_scale()
+        self._text3d.font_size = style.pt(style.TEXT_PT, self.text_scale)
+        self.canvas.update()
 
     def _draw_3d(self, pts: np.ndarray, groups: list[str], labels: list[str]) -> None:
         pts = pts.astype(np.float32)

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6 import QtCore
+from PySide6 import QtCore, QtGui
 
 # Tableau 10: distinct, colour-blind-tolerant, readable on white.
 PALETTE: tuple[str, ...] = (
@@ -34,10 +34,50 @@ RUN_STYLES: tuple[QtCore.Qt.PenStyle, ...] = (
     QtCore.Qt.PenStyle.DotLine,
     QtCore.Qt.PenStyle.DashDotLine,
 )
+#: Reference lines (2/lr, a bound) per run: dark, and each overlaid run in its own dash.
+REFERENCE_COLOURS: tuple[str, ...] = ("#222222", "#7a5c00", "#00606f", "#6f005f")
+REFERENCE_STYLES: tuple[QtCore.Qt.PenStyle, ...] = (
+    QtCore.Qt.PenStyle.DashLine,
+    QtCore.Qt.PenStyle.DotLine,
+    QtCore.Qt.PenStyle.DashDotLine,
+    QtCore.Qt.PenStyle.DashDotDotLine,
+)
 EVENT_COLOUR = "#555555"
 CURSOR_COLOUR = "#d62728"
 REFERENCE_COLOUR = "#222222"
 FOREGROUND = "k"
+
+
+#: Point sizes of the views' texts at scale 1; presentation mode multiplies them all.
+TITLE_PT, TEXT_PT, SMALL_PT = 10.0, 9.0, 8.0
+_text_scale = 1.0
+
+
+def text_scale() -> float:
+    """The factor every view text is drawn at (1; 1.5 in presentation mode)."""
+    return _text_scale
+
+
+def set_text_scale(factor: float) -> None:
+    """Set the factor views made from now on draw their texts at (``StreamView.set_text_scale``
+    rescales views that already exist)."""
+    global _text_scale
+    if not factor > 0:
+        raise ValueError(f"text scale must be > 0, got {factor!r}")
+    _text_scale = float(factor)
+
+
+def pt(base: float, scale: float | None = None) -> float:
+    """``base`` points at the current text scale (or at ``scale``)."""
+    return round(base * (_text_scale if scale is None else scale), 2)
+
+
+def font(base: float, scale: float | None = None, bold: bool = False) -> QtGui.QFont:
+    """The application's font at ``base`` points times the text scale."""
+    f = QtGui.QFont(QtGui.QGuiApplication.font())
+    f.setPointSizeF(pt(base, scale))
+    f.setBold(bold)
+    return f
 
 
 def colour(i: int) -> str:
@@ -66,6 +106,18 @@ def series_pen(i: int, run_index: int = 0, width: float = 1.5, alpha: int = 255,
     c.setAlpha(alpha)
     pen = pg.mkPen(c, width=width)
     pen.setStyle(RUN_STYLES[run_index % len(RUN_STYLES)])
+    return pen
+
+
+def reference_colour(run_index: int = 0) -> str:
+    """Colour of the ``run_index``-th run's reference line (cycles)."""
+    return REFERENCE_COLOURS[run_index % len(REFERENCE_COLOURS)]
+
+
+def reference_pen(run_index: int = 0, width: float = 1.5) -> pg.QtGui.QPen:
+    """Pen of the ``run_index``-th run's reference line: runs differ in colour and dash."""
+    pen = pg.mkPen(reference_colour(run_index), width=width)
+    pen.setStyle(REFERENCE_STYLES[run_index % len(REFERENCE_STYLES)])
     return pen
 
 
@@ -106,8 +158,10 @@ class ReadableAxis(pg.AxisItem):
         return out
 
 
-def make_plot(title: str = "", x_label: str = "step", y_label: str = "", y_units: str = "") -> pg.PlotWidget:
-    """A white ``PlotWidget`` with black labelled axes and a grid."""
+def make_plot(
+    title: str = "", x_label: str = "step", y_label: str = "", y_units: str = "", scale: float | None = None
+) -> pg.PlotWidget:
+    """A white ``PlotWidget`` with black labelled axes, its texts at ``scale`` (default: the current)."""
     axes = {name: ReadableAxis(name) for name in ("left", "bottom")}  # right/top stay hidden
     pw = pg.PlotWidget(background="w", axisItems=axes)
     item = pw.getPlotItem()
@@ -125,11 +179,38 @@ def make_plot(title: str = "", x_label: str = "step", y_label: str = "", y_units
         item.setLabel("left", html.escape(text), color=FOREGROUND)
     if title:
         # pyqtgraph titles are HTML: "(<= n = 6)" would otherwise swallow the rest.
-        item.setTitle(html.escape(title), color=FOREGROUND, size="10pt")
+        item.setTitle(html.escape(title), color=FOREGROUND, size=f"{pt(TITLE_PT, scale)}pt")
     # No grid: pyqtgraph replays every grid line from a QPicture on each repaint, and
     # measured beside a training run (bench/bench_ui.py) it doubled the event-loop p99.
     item.showGrid(x=False, y=False)
+    scale_plot_texts(item, scale)
     return pw
+
+
+def scale_plot_texts(
+    item: pg.PlotItem, scale: float | None = None, axes: tuple[pg.AxisItem, ...] = ()
+) -> None:
+    """Draw a plot's title, axis labels and tick labels (and those of ``axes``) at ``scale``.
+
+    pyqtgraph renders axis labels as HTML in a font fixed when they were made, so they are
+    given an explicit size; tick labels get an explicit font for the same reason.
+    """
+    for axis in (*(item.getAxis(n) for n in ("left", "bottom")), *axes):
+        axis.labelStyle = {**axis.labelStyle, "font-size": f"{pt(TEXT_PT, scale)}pt"}
+        axis.setTickFont(font(TEXT_PT, scale))
+        axis._updateLabel()  # noqa: SLF001 - re-renders the label with the new style
+    if item.titleLabel.text:
+        item.titleLabel.setText(item.titleLabel.text, size=f"{pt(TITLE_PT, scale)}pt")
+
+
+def scale_legend(legend: pg.LegendItem, scale: float | None = None) -> None:
+    """Draw a legend's labels at ``scale`` (new entries take the size too)."""
+    size = f"{pt(TEXT_PT, scale)}pt"
+    legend.opts["labelTextSize"] = size
+    for _, label in legend.items:
+        label.setAttr("size", size)
+        label.setText(label.text)
+    legend.updateSize()
 
 
 def fit_axis_to_labels(axis: pg.AxisItem, labels: list[str] | tuple[str, ...]) -> None:
@@ -144,11 +225,12 @@ def fit_axis_to_labels(axis: pg.AxisItem, labels: list[str] | tuple[str, ...]) -
     axis.setWidth(max(35, widest + 18))
 
 
-def add_legend(item: pg.PlotItem) -> pg.LegendItem:
-    """A legend with a translucent white box and black text."""
+def add_legend(item: pg.PlotItem, scale: float | None = None) -> pg.LegendItem:
+    """A legend with a translucent white box and black text at ``scale``."""
     return item.addLegend(
         offset=(-10, 10),
         labelTextColor=FOREGROUND,
+        labelTextSize=f"{pt(TEXT_PT, scale)}pt",
         brush=pg.mkBrush(255, 255, 255, 210),
         pen=pg.mkPen("#999999"),
     )
@@ -167,6 +249,61 @@ LEGEND_CORNERS: tuple[tuple[tuple[int, int], tuple[int, int], tuple[int, int]], 
 LEGEND_SAMPLE = 2000
 
 
+#: A legend taller than this share of its plot is laid out in more columns.
+LEGEND_MAX_HEIGHT = 0.45
+
+
+def fit_legend_columns(legend: pg.LegendItem, width: float, height: float) -> int:
+    """Lay a legend out in as few columns as keep it under ``LEGEND_MAX_HEIGHT`` of the plot.
+
+    A five-series legend in a short dock otherwise runs past the plot's bottom edge
+    (clipped) and hides half the data. Returns the column count chosen.
+    """
+    n = len(legend.items)
+    if n == 0 or width <= 0 or height <= 0:
+        return legend.columnCount
+    entry_h = max(max(s.height(), lab.height()) for s, lab in legend.items)
+    entry_w = max(s.width() + lab.width() + 6 for s, lab in legend.items)
+    cols = 1
+    while (
+        cols < n
+        and math.ceil(n / cols) * entry_h > LEGEND_MAX_HEIGHT * height
+        and (cols + 1) * entry_w <= 0.95 * width
+    ):
+        cols += 1
+    if cols != legend.columnCount:
+        legend.setColumnCount(cols)
+    # Too tall even so (a plot squeezed to a sliver): show none rather than a clipped one.
+    # Opacity, not visibility: the legend stays "visible" for the next fit when the plot grows.
+    legend.setOpacity(1.0 if math.ceil(n / cols) * entry_h <= height else 0.0)
+    return cols
+
+
+def fit_axis_label(axis: pg.AxisItem, length: float) -> None:
+    """Elide an axis label (``…``) that is longer than its axis, instead of letting it be clipped.
+
+    The full label is kept on the axis; it comes back when the axis grows again.
+    """
+    if length <= 0:
+        return
+    full = getattr(axis, "_full_label", None)
+    if full is None or axis.labelText != getattr(axis, "_shown_label", None):
+        full = axis.labelText  # set (again) since the last fit
+    if not full:
+        return
+    f = font(TEXT_PT, 1.0)
+    size = str(axis.labelStyle.get("font-size", ""))
+    if size.endswith("pt"):
+        f.setPointSizeF(float(size[:-2]))
+    plain = html.unescape(full)
+    shown = QtGui.QFontMetrics(f).elidedText(plain, QtCore.Qt.TextElideMode.ElideRight, int(length) - 14)
+    text = full if shown == plain else html.escape(shown)
+    axis._full_label, axis._shown_label = full, text  # noqa: SLF001 - our own bookkeeping
+    if text != axis.labelText:
+        axis.labelText = text
+        axis._updateLabel()  # noqa: SLF001
+
+
 def place_legend(legend: pg.LegendItem, item: pg.PlotItem, current: int = 0) -> int:
     """Move ``legend`` to the plot corner where it hides the fewest data points.
 
@@ -178,6 +315,7 @@ def place_legend(legend: pg.LegendItem, item: pg.PlotItem, current: int = 0) -> 
     vb = item.getViewBox()
     if not legend.isVisible() or vb.width() <= 0 or vb.height() <= 0:
         return current
+    fit_legend_columns(legend, vb.width(), vb.height())
     xs, ys = [], []
     for curve in item.listDataItems():
         if not curve.isVisible():
@@ -226,10 +364,84 @@ def plain_tip(text: str) -> str:
     return "<p style='white-space:pre-wrap'>" + html.escape(text) + "</p>"
 
 
+class MarkerLabel(pg.InfLineLabel):
+    """A vertical marker's label that stays inside the plot, off its legend and uncrossed.
+
+    It sits right of its line, or left of it where the text would run past the view's
+    right edge. Where it would overlap a legend, leave the view at the top or bottom, or
+    be crossed by another marker (an event line, the replay cursor) or cover another
+    marker's label, it tries the other side of its line and other heights, a label height
+    apart, nearest first. ``orthoPos`` stays the preferred height, so the label returns
+    there when the obstacle moves away.
+    """
+
+    def updatePosition(self) -> None:  # noqa: N802 - pyqtgraph API
+        super().updatePosition()
+        vb = self.getViewBox()
+        if not isinstance(vb, pg.ViewBox) or not self.isVisible() or not self.format:
+            return
+        box = vb.sceneBoundingRect()
+        pt1, pt2 = self.getEndpoints()
+        if box.width() <= 0 or box.height() <= 0 or pt1 is None:
+            return
+        # pyqtgraph places the label before it refreshes the transform that undoes the view's
+        # scaling; measuring needs that transform now.
+        self.updateTransform(force=True)
+        self.setAnchor((0, 0.5))
+        rect = self.sceneBoundingRect()
+        x = self.scenePos().x()
+        sides = [(0, 0.5), (1, 0.5)]
+        if rect.right() > box.right() - 1:  # no room on the right: left first
+            sides.reverse()
+        legends = [
+            c.sceneBoundingRect() for c in vb.childItems() if isinstance(c, pg.LegendItem) and c.opacity() > 0
+        ]
+        marks = []
+        for item in vb.childGroup.childItems():
+            if item is self.line or not isinstance(item, pg.InfiniteLine) or not item.isVisible():
+                continue
+            if item.angle % 180 == 90:
+                mx = item.mapToScene(pg.QtCore.QPointF(0, 0)).x()
+                if abs(mx - x) > 1:
+                    marks.append(QtCore.QRectF(mx - 1.5, box.top(), 3, box.height()))
+            label = getattr(item, "label", None)
+            if isinstance(label, MarkerLabel) and label.isVisible():
+                marks.append(label.sceneBoundingRect())
+        inner = box.adjusted(0, 1, 0, -1)
+        step = (rect.height() + 2) / box.height()
+        heights = [self.orthoPos] + [
+            self.orthoPos + sign * k * step for k in range(1, int(1 / step) + 2) for sign in (-1, 1)
+        ]
+        heights = [o for o in heights if 0.0 <= o <= 1.0]
+        # Inside the view and off the legend always; then as few other markers crossed as
+        # possible (a vertical line crosses every height on its side), nearest place first.
+        best: tuple[int, tuple[float, float], float] | None = None
+        for o in heights:
+            for anchor in sides:
+                self.setAnchor(anchor)
+                self.setPos(pt2 * o + pt1 * (1 - o))
+                r = self.sceneBoundingRect()
+                if not inner.contains(r) or any(r.intersects(ob) for ob in legends):
+                    continue
+                crossed = sum(r.intersects(m) for m in marks)
+                if best is None or crossed < best[0]:
+                    best = (crossed, anchor, o)
+                if crossed == 0:
+                    return
+        anchor, o = (sides[0], self.orthoPos) if best is None else best[1:]
+        self.setAnchor(anchor)
+        self.setPos(pt2 * o + pt1 * (1 - o))
+
+
 def vline(
-    pos: float, colour_: str, label: str = "", dashed: bool = True, label_pos: float = 0.92
+    pos: float,
+    colour_: str,
+    label: str = "",
+    dashed: bool = True,
+    label_pos: float = 0.92,
+    scale: float | None = None,
 ) -> pg.InfiniteLine:
-    """A vertical marker line with an optional label near the top of the plot."""
+    """A vertical marker line with an optional label near the top of the plot (text at ``scale``)."""
     pen = pg.mkPen(colour_, width=1.2)
     if dashed:
         pen.setStyle(QtCore.Qt.PenStyle.DashLine)
@@ -245,20 +457,23 @@ def vline(
     # pyqtgraph runs str.format on a marker's label: braces from a file's text
     # (an HDF5 error quoting a heap id) must reach it escaped.
     fmt = label.replace("{", "{{").replace("}", "}}")
-    line = pg.InfiniteLine(
-        pos=pos, angle=90, pen=pen, movable=False, label=fmt or None, labelOpts=opts if label else None
-    )
+    line = pg.InfiniteLine(pos=pos, angle=90, pen=pen, movable=False)
+    line.label = None
+    if label:
+        line.label = MarkerLabel(line, text=fmt, **opts)
+        line.label.setFont(font(TEXT_PT, scale))
     line.setZValue(50)
     return line
 
 
-def style_colourbar(bar: pg.ColorBarItem, label: str) -> None:
+def style_colourbar(bar: pg.ColorBarItem, label: str, scale: float | None = None) -> None:
     """Black axis, ticks and label on a ``ColorBarItem`` (its defaults are for dark themes)."""
     axis = bar.getAxis("right")
     axis.setPen(pg.mkPen(FOREGROUND))
     axis.setTextPen(pg.mkPen(FOREGROUND))
     axis.enableAutoSIPrefix(False)
-    axis.setLabel(html.escape(label), color=FOREGROUND)
+    axis.setLabel(html.escape(label), color=FOREGROUND, **{"font-size": f"{pt(TEXT_PT, scale)}pt"})
+    axis.setTickFont(font(TEXT_PT, scale))
 
 
 def add_fast_curve(plot: pg.PlotItem, pen: pg.QtGui.QPen, name: str | None = None) -> pg.PlotDataItem:

@@ -1,0 +1,211 @@
+"""Polish of the views: nothing clipped, presentation mode scales every text, the seed band,
+the sorted neuron spectrum, one reference line per run.
+
+Geometry probes reason about where text must lie (an event label's rectangle inside the
+view box, a colour bar's label inside the widget) rather than comparing golden images.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+pytest.importorskip("pytestqt")
+import pyqtgraph as pg  # noqa: E402
+from PySide6 import QtCore  # noqa: E402
+
+from dynlab.frames import Event, Frame, Stream  # noqa: E402
+from dynlab.presets import PresetError, ViewSpec, load, parse  # noqa: E402
+from dynlab.views import make_view, style  # noqa: E402
+from dynlab.views.band import seed_band  # noqa: E402
+from dynlab.views.heatmap import argmax_order  # noqa: E402
+
+pytestmark = [
+    pytest.mark.qt_log_level_fail("WARNING"),
+    pytest.mark.qt_log_ignore("propagateSizeHints"),
+]
+
+LOSS = Stream("loss", "scalar", units="nats")
+THR = Stream("threshold", "scalar")
+NORMS = Stream("norms", "vector", shape=(2,), labels=("sgd", "adam"))
+
+
+def show(qtbot, view, w: int = 640, h: int = 420):
+    qtbot.addWidget(view)
+    view.resize(w, h)
+    view.show()
+    view.refresh()
+    QtCore.QCoreApplication.processEvents()
+    return view
+
+
+# ------------------------------------------------------------------------------ seed band
+def test_seed_band_is_mean_and_sample_sd_over_the_steps_all_runs_have():
+    band = seed_band(
+        [np.array([0, 1, 2, 3]), np.array([0, 1, 2]), np.array([1, 2, 3])],
+        [np.array([1.0, 2.0, 3.0, 4.0]), np.array([3.0, 4.0, 5.0]), np.array([6.0, 9.0, 12.0])],
+    )
+    assert band.steps.tolist() == [1, 2]  # step 0 and 3 are missing from one run each
+    assert band.mean == pytest.approx([(2 + 4 + 6) / 3, (3 + 5 + 9) / 3])
+    assert band.sd == pytest.approx([np.std([2, 4, 6], ddof=1), np.std([3, 5, 9], ddof=1)])
+    assert band.lowest.tolist() == [2.0, 3.0]
+    with pytest.raises(ValueError, match="at least 2 runs"):
+        seed_band([np.arange(3)], [np.ones(3)])
+
+
+def test_three_seeds_draw_a_band_with_the_right_mean_and_sd(qtbot):
+    v = show(qtbot, make_view(ViewSpec("Loss", ("loss", "norms")), {"loss": LOSS, "norms": NORMS}))
+    runs = {"": 1.0, "seed1": 2.0, "seed2": 6.0}
+    for run, scale in runs.items():
+        v.add_run(run, f"seed {run[4:] or 0}")
+        # seed2 starts later: the band covers only the steps all three have.
+        steps = range(0 if run != "seed2" else 2, 6)
+        v.push(
+            [Frame.make(s, {"loss": scale * s, "norms": np.array([scale, -scale])}) for s in steps], run=run
+        )
+    v.refresh()
+    assert v.band_data("loss") is None and not v.band_button.isVisible()  # no seeds declared: no band
+    v.set_seed_runs(list(runs))
+    v.refresh()
+    assert v.band_button.isVisible() and v.band_button.isChecked()
+    steps, mean, sd = v.band_data("loss")
+    assert steps.tolist() == [2, 3, 4, 5]
+    assert mean == pytest.approx(3.0 * steps)
+    assert sd == pytest.approx(np.std([1.0, 2.0, 6.0], ddof=1) * steps)
+    _, mean_adam, _ = v.band_data("norms", 1)
+    assert mean_adam == pytest.approx(np.full(4, -3.0))
+    names = [label.text for _, label in v.legend.items]
+    assert any("loss mean ± s.d. (3 seeds)" in n for n in names)
+    assert not any("[seed" in n for n in names)  # the single seeds leave the legend to the band
+    fill = [it for it in v.item.items if isinstance(it, pg.FillBetweenItem)]
+    assert len(fill) == 3 and not fill[0].path().isEmpty()
+    # The toggle: off draws the runs again, with their legend entries.
+    v.band_button.click()
+    assert not v.band_button.isChecked() and v.band_data("loss") is None
+    assert not [it for it in v.item.items if isinstance(it, pg.FillBetweenItem)]
+    assert any("[seed 1]" in label.text for _, label in v.legend.items)
+    v.band_button.click()
+    assert v.band_data("loss") is not None
+    # New rows move the band.
+    for run, scale in runs.items():
+        v.push([Frame.make(6, {"loss": scale * 6, "norms": np.array([scale, -scale])})], run=run)
+    v.refresh()
+    assert v.band_data("loss")[0][-1] == 6
+
+
+def test_each_run_gets_its_own_reference_line(qtbot):
+    v = show(
+        qtbot, make_view(ViewSpec("L", ("loss",), reference="threshold"), {"loss": LOSS, "threshold": THR})
+    )
+    for run in ("", "seed1", "seed2"):
+        v.add_run(run, run or "seed 0")
+        v.push([Frame.make(s, {"loss": 1.0, "threshold": 2.0}) for s in range(3)], run=run)
+    v.refresh()
+    refs = [v._series[(run, "threshold")].raw[0] for run in ("", "seed1", "seed2")]
+    pens = {(r.opts["pen"].color().name(), r.opts["pen"].style()) for r in refs}
+    assert len(pens) == 3
+    names = [label.text for _, label in v.legend.items if "reference" in label.text]
+    assert len(names) == 3 and len(set(names)) == 3
+
+
+# ------------------------------------------------------------------------ sorted heatmap
+def test_argmax_order_groups_columns_by_their_peak_row():
+    mat = np.array(
+        [
+            [0.1, 0.7, 0.0, np.nan, 0.2],
+            [0.8, 0.2, 0.1, np.nan, 0.7],
+            [0.1, 0.1, 0.9, np.nan, 0.1],
+        ]
+    )
+    assert argmax_order(mat).tolist() == [1, 0, 4, 2, 3]  # ties keep order, all-NaN last
+
+
+def test_heatmap_sorted_by_argmax_moves_labels_with_their_columns(qtbot):
+    s = Stream("power", "heatmap", shape=(3, 4), rows=("k1", "k2", "k3"), cols=("n0", "n1", "n2", "n3"))
+    v = show(qtbot, make_view(ViewSpec("P", ("power",), kind="heatmap", sort_cols="argmax"), {"power": s}))
+    mat = np.array([[0.1, 0.0, 0.9, 0.2], [0.8, 0.1, 0.0, 0.1], [0.1, 0.9, 0.1, 0.7]])
+    v.push([Frame.make(10, {"power": mat})])
+    v.refresh()
+    assert v.col_labels == ("n2", "n0", "n1", "n3")
+    assert v.data[:, 0].tolist() == mat[:, 2].tolist()
+    assert v.value_at(2, 3) == "k3, n3 = 0.7"
+    assert "maximum" in v.item.getAxis("bottom").labelText
+    with pytest.raises(ValueError, match="sort_cols"):
+        make_view(ViewSpec("P", ("power",), kind="heatmap", sort_cols="alphabetical"), {"power": s})
+
+
+def test_sort_cols_is_a_preset_key_checked_like_kind():
+    text = """
+format_version = 1
+engine = "quadratic"
+title = "t"
+summary = "s"
+paper = "p"
+[[views]]
+streams = ["loss"]
+sort_cols = "{value}"
+"""
+    assert (
+        parse(text.replace("{value}", "argmax"), name="t", check_engine=False).views[0].sort_cols == "argmax"
+    )
+    with pytest.raises(PresetError, match=r"views\[0\]\.sort_cols: expected one of argmax"):
+        parse(text.replace("{value}", "random"), name="t", check_engine=False)
+
+
+def test_grokking_preset_sorts_its_neuron_spectrum_and_says_so():
+    preset = load("grokking-modular", check_engine=False)
+    view = next(v for v in preset.views if v.streams == ("fourier_power",))
+    assert view.sort_cols == "argmax"
+    assert "dominant frequency" in view.caption
+
+
+# ------------------------------------------------------------------------------ clipping
+def _settle(view) -> None:
+    view.grab()  # a paint: pyqtgraph sizes text items there
+    view.refresh()
+    view.place_event_labels()
+    QtCore.QCoreApplication.processEvents()
+
+
+def test_event_labels_stay_inside_the_plot_and_off_the_legend(qtbot):
+    v = show(qtbot, make_view(ViewSpec("N", ("norms",)), {"norms": NORMS}))
+    # Data low on the right: the legend stays in the top-right corner, where labels go.
+    v.push([Frame.make(s, {"norms": np.array([1.0 - s / 100, 0.5])}) for s in range(101)])
+    v.add_event(Event(99, "set", {"name": "learning_rate", "old": 0.1, "new": 0.05}))
+    v.add_event(Event(60, "set", {"name": "momentum", "old": 0.9, "new": 0.5}))
+    v.add_event(Event(2, "phase", {"name": "warm-up over"}))
+    _settle(v)
+    box = v.item.getViewBox().sceneBoundingRect()
+    legend = v.legend.sceneBoundingRect()
+    assert v.legend.isVisible() and legend.right() > box.center().x()  # top right, as planned
+    for line in v._event_lines:
+        rect = line.label.sceneBoundingRect()
+        assert box.contains(rect), (line.label.toPlainText(), rect, box)
+        assert not rect.intersects(legend), line.label.toPlainText()
+    # The label at step 99 had no room on the right of its line: it is drawn on the left.
+    last = v._event_lines[0].label
+    assert last.sceneBoundingRect().right() <= last.line.mapToScene(QtCore.QPointF(0, 0)).x() + 1
+
+
+def test_a_tall_legend_takes_more_columns_and_a_long_axis_label_is_elided(qtbot):
+    five = Stream("w", "vector", shape=(5,), labels=("sgd", "sgdm", "sgdp", "adam", "adamp"), units="1/norm²")
+    v = show(qtbot, make_view(ViewSpec("Effective step size", ("w",)), {"w": five}), w=640, h=230)
+    v.push([Frame.make(s, {"w": np.arange(5.0) + s / 10}) for s in range(50)])
+    _settle(v)
+    box = v.item.getViewBox().sceneBoundingRect()
+    assert v.legend.columnCount >= 2
+    assert v.legend.sceneBoundingRect().height() <= style.LEGEND_MAX_HEIGHT * box.height() + 1
+    # The y label "w [1/norm²]" fits; a long one is elided to the axis' length, and restored.
+    axis = v.item.getAxis("left")
+    v.item.setLabel("left", "effective_step_size_of_the_first_layer [1/norm²]")
+    v.resize(640, 231)
+    _settle(v)
+    box = v.item.getViewBox().sceneBoundingRect()
+    assert axis.labelText.endswith("…") and axis.label.boundingRect().width() <= box.height()
+    v.resize(640, 900)
+    _settle(v)
+    assert axis.labelText == "effective_step_size_of_the_first_layer [1/norm²]"
