@@ -8,6 +8,7 @@ view box, a colour bar's label inside the widget) rather than comparing golden i
 from __future__ import annotations
 
 import os
+import re
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -16,7 +17,7 @@ import pytest  # noqa: E402
 
 pytest.importorskip("pytestqt")
 import pyqtgraph as pg  # noqa: E402
-from PySide6 import QtCore  # noqa: E402
+from PySide6 import QtCore, QtGui, QtWidgets  # noqa: E402
 
 from dynlab.frames import Event, Frame, Stream  # noqa: E402
 from dynlab.presets import PresetError, ViewSpec, load, parse  # noqa: E402
@@ -87,7 +88,15 @@ def test_three_seeds_draw_a_band_with_the_right_mean_and_sd(qtbot):
     v.band_button.click()
     assert not v.band_button.isChecked() and v.band_data("loss") is None
     assert not [it for it in v.item.items if isinstance(it, pg.FillBetweenItem)]
-    assert any("[seed 1]" in label.text for _, label in v.legend.items)
+    # 3 runs x 3 series: the legend names each series once (colour) and each run once (dash).
+    assert [label.text for _, label in v.legend.items] == [
+        "loss",
+        "norms: sgd",
+        "norms: adam",
+        "seed 0",
+        "seed 1",
+        "seed 2",
+    ]
     v.band_button.click()
     assert v.band_data("loss") is not None
     # New rows move the band.
@@ -209,3 +218,93 @@ def test_a_tall_legend_takes_more_columns_and_a_long_axis_label_is_elided(qtbot)
     v.resize(640, 900)
     _settle(v)
     assert axis.labelText == "effective_step_size_of_the_first_layer [1/norm²]"
+
+
+# ------------------------------------------------------------------------- presentation
+def _sizes(win) -> dict[str, float]:
+    """Point sizes of one text of each kind in the window."""
+    view = next(v for v in win.workspace.views if v.reference)  # a line view with a reference
+    view.caption.ensurePolished()
+    event = view._event_lines[0].label
+    header = win.workspace.header.text()
+    legend_size = view.legend.items[0][1].opts["size"]
+    return {
+        "caption": view.caption.font().pointSizeF(),
+        "title": float(view.item.titleLabel.opts["size"][:-2]),
+        "legend": float(legend_size[:-2]),
+        "event label": event.textItem.font().pointSizeF(),
+        "axis label": float(view.item.getAxis("left").labelStyle["font-size"][:-2]),
+        "ticks": view.item.getAxis("bottom").style["tickFont"].pointSizeF(),
+        "tool button": float(view.csv_button.styleSheet().split("font-size: ")[1].split("pt")[0]),
+        "header": float(re.search(r"font-size:\s*([0-9.]+)pt", header).group(1)),
+        "dock title": win.workspace.area.docks[0].font().pointSizeF(),
+        "app": QtWidgets.QApplication.font().pointSizeF(),
+    }
+
+
+def test_presentation_mode_scales_every_text_and_back(qtbot, tmp_path, monkeypatch):
+    from dynlab.runner import run_headless
+    from dynlab.ui.main_window import MainWindow
+
+    monkeypatch.setenv("DYNLAB_RECORDINGS", str(tmp_path))
+    rec = str(tmp_path / "q.h5")
+    run_headless(load("quadratic").with_overrides(steps=30), record=rec)
+    settings = QtCore.QSettings(str(tmp_path / "s.ini"), QtCore.QSettings.Format.IniFormat)
+    win = MainWindow(host="thread", settings=settings)
+    qtbot.addWidget(win)
+    win.show()
+    try:
+        assert win.open_replay(rec)
+        for v in win.workspace.views:
+            v.add_event(Event(12, "set", {"name": "lr", "old": 0.1, "new": 0.25}))
+        before = _sizes(win)
+        win.toggle_presentation()
+        during = _sizes(win)
+        for key, size in before.items():
+            assert during[key] == pytest.approx(1.5 * size, rel=0.02), key
+        # A view made while presenting (another recording opened) starts large.
+        win.open_replay(rec)
+        for v in win.workspace.views:
+            v.add_event(Event(12, "set", {"name": "lr", "old": 0.1, "new": 0.25}))
+        assert _sizes(win)["caption"] == pytest.approx(during["caption"])
+        win.toggle_presentation()
+        after = _sizes(win)
+        for key, size in before.items():
+            assert after[key] == pytest.approx(size, rel=0.02), key
+    finally:
+        if win.presenting:
+            win.toggle_presentation()
+        win.workspace.close_sources()
+
+
+def test_heatmap_colour_bar_label_and_cell_labels_fit_at_the_default_size(qtbot):
+    k, n = 49, 64  # the grokking spectrum: frequency x neuron
+    s = Stream(
+        "power",
+        "heatmap",
+        shape=(k, n),
+        rows=tuple(f"k={i}" for i in range(k)),
+        cols=tuple(f"n{j}" for j in range(n)),
+    )
+    title = "Each neuron's spectrum (first 64 neurons, columns sum to 1)"
+    v = show(qtbot, make_view(ViewSpec(title, ("power",), kind="heatmap"), {"power": s}), w=590, h=300)
+    m = np.random.default_rng(0).random((k, n)) * 0.04
+    v.push([Frame.make(1490, {"power": m})])
+    _settle(v)
+    QtCore.QCoreApplication.processEvents()
+    # The long title with its step no longer widens the plot past the widget...
+    assert v.item.geometry().width() <= v.plot.viewport().width() + 0.5
+    assert "step 1490" in v.item.titleLabel.text
+    # ... so the colour bar's label and tick labels lie inside it.
+    axis = v.colourbar.getAxis("right")
+    label = axis.label.sceneBoundingRect().adjusted(4, 4, -4, -4)  # less the text's document margin
+    assert axis.label.isVisible() and v.plot.sceneRect().contains(label), (label, v.plot.sceneRect())
+    assert axis.geometry().width() >= axis.textWidth + axis.label.boundingRect().height()
+    # Cell labels thinned to what fits: no two row labels closer than a line, nor columns than a label.
+    vb = v.item.getViewBox()
+    rows = v.item.getAxis("left")._tickLevels[0]
+    cols = v.item.getAxis("bottom")._tickLevels[0]
+    metrics = QtGui.QFontMetricsF(style.font(style.TEXT_PT))
+    assert 2 <= len(rows) and (rows[1][0] - rows[0][0]) * vb.height() / k >= metrics.height()
+    widest = max(metrics.horizontalAdvance(t) for _, t in cols)
+    assert 2 <= len(cols) and (cols[1][0] - cols[0][0]) * vb.width() / n >= widest

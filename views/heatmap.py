@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import pyqtgraph as pg
@@ -73,6 +72,10 @@ class HeatmapView(SnapshotViewMixin, PlotView):
                 "bottom", "columns ordered by the row of their maximum", color=style.FOREGROUND
             )
         self._signed: bool | None = None
+        self._shape: tuple[int, ...] = ()
+        self._levels: tuple[float, float] | None = None
+        self._ticks_shown: tuple = ()
+        self.item.getViewBox().sigResized.connect(self._set_ticks)
 
     def _y_label(self) -> str:
         return ""
@@ -86,9 +89,8 @@ class HeatmapView(SnapshotViewMixin, PlotView):
     def _apply_text_scale(self) -> None:
         super()._apply_text_scale()
         self.hover.setStyleSheet(self._hover_style())
-        left = self.item.getAxis("left")
-        if self.row_labels:
-            style.fit_axis_to_labels(left, [t for _, t in _ticks(self.row_labels, len(self.row_labels))])
+        self._set_ticks()
+        style.fit_colourbar(self.colourbar)
 
     def _clear_data(self) -> None:
         super()._clear_data()
@@ -156,18 +158,31 @@ class HeatmapView(SnapshotViewMixin, PlotView):
         self.image.setImage(np.where(missing, np.nan, np.nan_to_num(mat, nan=lo)), autoLevels=False)
         self.colourbar.setLevels((lo, hi))
         self.image.setRect(QtCore.QRectF(0, 0, mat.shape[1], mat.shape[0]))
-        if (rows, cols) != (self.row_labels, self.col_labels):
-            self.row_labels, self.col_labels = rows, cols
-            ticks = _ticks(rows, mat.shape[0])
-            self.item.getAxis("left").setTicks([ticks])
-            style.fit_axis_to_labels(self.item.getAxis("left"), [t for _, t in ticks])
-            self.item.getAxis("bottom").setTicks([_ticks(cols, mat.shape[1])])
+        if (rows, cols, mat.shape) != (self.row_labels, self.col_labels, self._shape):
+            self.row_labels, self.col_labels, self._shape = rows, cols, mat.shape
+            self._set_ticks()
+        if (lo, hi) != self._levels:
+            self._levels = (lo, hi)
+            style.fit_colourbar(self.colourbar)
         self.item.setRange(xRange=(0, mat.shape[1]), yRange=(0, mat.shape[0]), padding=0)
-        self.item.setTitle(
-            f"{html.escape(self.view.title)} — step {step}",
-            color=style.FOREGROUND,
-            size=f"{style.pt(style.TITLE_PT, self.text_scale)}pt",
+        self.set_title(f"{self.view.title} — step {step}")
+
+    def _set_ticks(self, *_: object) -> None:
+        """Row and column labels, as many as fit without overlapping (redone on resize)."""
+        if not self._shape:
+            return
+        vb = self.item.getViewBox()
+        rows = style.cell_ticks(self.row_labels, self._shape[0], vb.height(), self.text_scale, most=MAX_TICKS)
+        cols = style.cell_ticks(
+            self.col_labels, self._shape[1], vb.width(), self.text_scale, vertical=False, most=MAX_TICKS
         )
+        if (rows, cols) == self._ticks_shown:
+            return
+        self._ticks_shown = (rows, cols)
+        left = self.item.getAxis("left")
+        left.setTicks([rows])
+        style.fit_axis_to_labels(left, [t for _, t in rows])
+        self.item.getAxis("bottom").setTicks([cols])
 
     def value_at(self, row: int, col: int) -> str:
         """Hover text for a cell: ``row, col = value``."""
@@ -193,10 +208,3 @@ def argmax_order(mat: np.ndarray) -> np.ndarray:
     peak = np.argmax(np.where(finite, mat, -np.inf), axis=0)
     peak = np.where(finite.any(axis=0), peak, mat.shape[0])
     return np.argsort(peak, kind="stable")
-
-
-def _ticks(labels: Sequence[str], n: int) -> list[tuple[float, str]]:
-    """Centred tick labels for ``n`` cells, thinned to at most ``MAX_TICKS``."""
-    names = list(labels) if len(labels) == n else [str(i) for i in range(n)]
-    every = max(1, -(-n // MAX_TICKS))
-    return [(i + 0.5, names[i]) for i in range(0, n, every)]

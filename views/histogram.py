@@ -192,14 +192,17 @@ class WaterfallView(SnapshotViewMixin, PlotView):
         unit = f" [{s.units}]" if s and s.units else ""
         if self.is_histogram:
             self.item.setLabel("left", html.escape(f"{self.stream}{unit}"), color=style.FOREGROUND)
-        elif s is not None:
-            labels = s.labels or tuple(f"{self.stream}[{i}]" for i in range(int(np.prod(s.shape or (1,)))))
-            # Thinned like a heatmap's: 49 frequency labels on 250 pixels are a black smear.
-            every = max(1, -(-len(labels) // WATERFALL_MAX_LABELS))
-            ticks = [(i + 0.5, labels[i]) for i in range(0, len(labels), every)]
-            self.item.getAxis("left").setTicks([ticks])
-            style.fit_axis_to_labels(self.item.getAxis("left"), [t for _, t in ticks])
+        #: row names of a vector waterfall (thinned to fit on the axis)
+        self.row_names: tuple[str, ...] = ()
+        self._rows_shown: list[tuple[float, str]] = []
+        if not self.is_histogram and s is not None:
+            self.row_names = s.labels or tuple(
+                f"{self.stream}[{i}]" for i in range(int(np.prod(s.shape or (1,))))
+            )
             self.item.setLabel("left", "")
+            self._set_row_ticks()
+            self.item.getViewBox().sigResized.connect(self._set_row_ticks)
+        self._levels: tuple[float, float] | None = None
         self.data: np.ndarray | None = None  # the last image drawn, (rows, cols)
         self.scale = SymlogScale(0.0)  # identity until a spectrum with non-uniform bins arrives
         self._ref_curve = pg.PlotDataItem(pen=pg.mkPen("w", width=2, style=pg.QtCore.Qt.PenStyle.DashLine))
@@ -222,10 +225,23 @@ class WaterfallView(SnapshotViewMixin, PlotView):
     def _apply_text_scale(self) -> None:
         super()._apply_text_scale()
         self._ref_text.setFont(style.font(style.TEXT_PT, self.text_scale))
-        left = self.item.getAxis("left")
-        ticks = left._tickLevels  # noqa: SLF001 - the fixed row labels of a vector waterfall
-        if ticks and not self.is_histogram:
-            style.fit_axis_to_labels(left, [t for _, t in ticks[0]])
+        self._rows_shown = []
+        self._set_row_ticks()
+        style.fit_colourbar(self.colourbar)
+
+    def _set_row_ticks(self, *_: object) -> None:
+        """A vector's row names, thinned so they do not overlap (49 labels on 60 pixels are a smear)."""
+        if not self.row_names:
+            return
+        vb = self.item.getViewBox()
+        ticks = style.cell_ticks(
+            self.row_names, len(self.row_names), vb.height(), self.text_scale, most=WATERFALL_MAX_LABELS
+        )
+        if ticks != self._rows_shown:
+            self._rows_shown = ticks
+            left = self.item.getAxis("left")
+            left.setTicks([ticks])
+            style.fit_axis_to_labels(left, [t for _, t in ticks])
 
     def _redraw(self) -> None:
         snaps = self.snaps.get(self.shown_run(), self.stream)
@@ -272,6 +288,9 @@ class WaterfallView(SnapshotViewMixin, PlotView):
         # Empty bins (NaN) go below the colour range: drawn in the map's darkest colour.
         self.image.setImage(np.nan_to_num(img, nan=vmin), autoLevels=False)
         self.colourbar.setLevels((vmin, vmax))
+        if (vmin, vmax) != self._levels:
+            self._levels = (vmin, vmax)
+            style.fit_colourbar(self.colourbar)
         x0 = float(steps[0])
         self.image.setRect(pg.QtCore.QRectF(x0 - dx / 2, y0, dx * n_cols, height))
         self._draw_reference()

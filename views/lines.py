@@ -10,6 +10,7 @@ button turns it off.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -29,6 +30,9 @@ SMOOTH_WEIGHT = 0.9
 #: Rows kept per series before the oldest half is decimated 2:1 (min/max pairs).
 BUFFER_CAP = 1 << 20
 
+
+#: Past this many legend entries, overlaid runs are listed once each, apart from the series.
+LEGEND_FACTOR_ABOVE = 6
 
 #: Opacity of a ghost run's curves (a branch's parent, drawn behind the branch).
 GHOST_OPACITY = 0.3
@@ -84,6 +88,8 @@ class LinesView(PlotView):
         self._bands: dict[tuple[str, int], BandItems] = {}
         self._band_stamp: dict[str, tuple[int, ...]] = {}  # rows per seed when last computed
         self._band_choice: bool | None = None  # the user's toggle; None: on with >= 2 seeds
+        self._legend_key: tuple = ()
+        self._legend_samples: list[pg.PlotDataItem] = []
         self.band_button = self.tool_button(
             "band",
             "Mean ± s.d. across the seeds of this preset (aligned by step: only steps every seed has)",
@@ -190,6 +196,7 @@ class LinesView(PlotView):
         self._series.clear()
         self._remove_bands()
         self.legend.clear()
+        self._legend_key = ()
 
     # ------------------------------------------------------------------ seed band
     def set_seed_runs(self, runs: Sequence[str]) -> None:
@@ -258,26 +265,82 @@ class LinesView(PlotView):
         self._fade_seed_runs(True)
 
     def _fade_seed_runs(self, fade: bool) -> None:
-        """Under a band the single seeds are drawn faint and leave the legend to the means."""
-        in_legend = {id(sample.item) for sample, _ in self.legend.items}
+        """Under a band the single seeds are drawn faint (the legend then names the band)."""
         for (run, _), series in self._series.items():
-            if run not in self.seed_runs or run in self.ghosts:
-                continue
-            for curve in (*series.raw, *series.smooth):
-                curve.setOpacity(RUN_OPACITY_UNDER_BAND if fade else 1.0)
-                name = curve.name()
-                if fade and id(curve) in in_legend:
-                    self.legend.removeItem(curve)
-                elif not fade and name and id(curve) not in in_legend:
-                    self.legend.addItem(curve, name)
+            if run in self.seed_runs and run not in self.ghosts:
+                for curve in (*series.raw, *series.smooth):
+                    curve.setOpacity(RUN_OPACITY_UNDER_BAND if fade else 1.0)
 
     def _remove_bands(self) -> None:
         for items in self._bands.values():
             items.remove()
-            if items.mean.name():
-                self.legend.removeItem(items.mean)
         self._bands.clear()
         self._band_stamp.clear()
+
+    # ------------------------------------------------------------------ legend
+    def _plain_entries(self) -> list[tuple[pg.PlotDataItem, str]]:
+        """One entry per named curve (``sgd [run]``), the band's means instead of banded seeds."""
+        banded = set(self.seed_runs) if self._bands else set()
+        out = [
+            (curve, curve.name())
+            for (run, _), series in self._series.items()
+            if run not in banded
+            for curve in (*series.raw, *series.smooth)
+            if curve.name()
+        ]
+        return out + [(b.mean, b.mean.name()) for b in self._bands.values() if b.mean.name()]
+
+    def _factored_entries(self) -> list[tuple[pg.PlotDataItem, str]]:
+        """One entry per series (its colour) and one per run (its dash): 5 + 3, not 5 x 3."""
+        smooth = self.smooth_weight > 0
+        out: list[tuple[pg.PlotDataItem, str]] = []
+        seen: set[int] = set()
+        for _, name in self._series:
+            if name == self.reference:
+                continue
+            for k, label in enumerate(self.series_names(name)):
+                c = self._colour_of.get((name, k), k)
+                if c in seen or (self.n_series > style.RAMP_ABOVE and c not in (0, self.n_series - 1)):
+                    continue
+                seen.add(c)
+                pen = style.series_pen(c, 0, width=2.0 if smooth else 1.5, n=self.n_series)
+                out.append((pg.PlotDataItem(pen=pen), label + (" (EMA)" if smooth else "")))
+        banded = set(self.seed_runs) if self._bands else set()
+        grey = pg.mkColor("#555555")
+        runs = [r for r in self.runs if r in self._run_data and r not in banded]
+        for r in runs:
+            pen = pg.mkPen(grey, width=1.5, style=style.RUN_STYLES[self.run_index(r) % len(style.RUN_STYLES)])
+            item = pg.PlotDataItem(pen=pen)
+            if r in self.ghosts:
+                item.setOpacity(GHOST_OPACITY)
+            out.append((item, html.escape(self.runs.get(r) or r or "run", quote=False)))
+        if self._bands:
+            n = len([r for r in self.seed_runs if r in self._run_data])
+            out.append((pg.PlotDataItem(pen=pg.mkPen(grey, width=2.2)), f"mean ± s.d. over {n} seeds"))
+        for (run, name), series in self._series.items():
+            if name == self.reference and run not in banded:
+                out += [(curve, curve.name()) for curve in series.raw if curve.name()]
+        return out
+
+    def _sync_legend(self) -> None:
+        """Rebuild the legend when what it lists changed (a run, a series, the band).
+
+        Overlaid runs first list every series of every run; past ``LEGEND_FACTOR_ABOVE``
+        entries it lists each series once (colour) and each run once (dash) instead.
+        """
+        plain = self._plain_entries()
+        with_data = [r for r in self.runs if r in self._run_data]
+        factored = len(plain) > LEGEND_FACTOR_ABOVE and len(with_data) > 1
+        entries = self._factored_entries() if factored else plain
+        key = (factored, tuple(name for _, name in entries), tuple(id(i) for i, _ in plain))
+        if key == self._legend_key and len(self.legend.items) == len(entries):
+            return
+        self._legend_key = key
+        self._legend_samples = [item for item, _ in entries]  # unattached samples live here
+        self.legend.clear()
+        for item, name in entries:
+            self.legend.addItem(item, name)
+        style.scale_legend(self.legend, self.text_scale)
 
     def set_log(self, x: bool | None = None, y: bool | None = None) -> None:
         self._band_stamp.clear()  # a band's lower edge is drawn differently on a log axis
@@ -304,6 +367,7 @@ class LinesView(PlotView):
             for k, curve in enumerate(series.smooth):
                 curve.setData(x=x, y=ema[:, k])
         self._draw_bands()
+        self._sync_legend()
         # One entry repeats the axis label: show the legend only when it tells series apart.
         self.legend.setVisible(len(self.legend.items) > 1)
         self._place_legend()

@@ -56,9 +56,23 @@ class PlotView(StreamView):
         self._finish_layout(self.plot)
         self._build_toolbar()
         self.item.getViewBox().sigResized.connect(self._fit_axis_labels)
+        self.item.getViewBox().sigResized.connect(self._fit_title)
+        #: the plot's title in full (shown elided when the plot is narrower)
+        self.title = view.title
 
     def _y_label(self) -> str:
         return self.stream_names[0] if len(self.stream_names) == 1 else ""
+
+    def set_title(self, title: str) -> None:
+        """Show ``title`` over the plot (elided to the plot's width)."""
+        self.title = title
+        self._fit_title()
+
+    def _fit_title(self, *_: object) -> None:
+        # The title spans the data's column: elide it to that width, never widen the plot.
+        vb = self.item.getViewBox()
+        room = vb.width() if vb.width() > 0 else self.plot.width()
+        style.fit_title(self.item, self.title, room, self.text_scale)
 
     def _fit_axis_labels(self, *_: object) -> None:
         """Elide axis labels longer than their axis (a short dock, presentation mode)."""
@@ -194,6 +208,7 @@ class PlotView(StreamView):
     def _apply_text_scale(self) -> None:
         super()._apply_text_scale()
         style.scale_plot_texts(self.item, self.text_scale, self._plot_axes())
+        self._fit_title()
         for i in range(self.toolbar.count()):
             w = self.toolbar.itemAt(i).widget()
             if isinstance(w, QtWidgets.QToolButton):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import html
+import math
 import os
 from collections.abc import Iterable, Mapping
 
@@ -349,13 +350,16 @@ class PointsView2D(PointsView):
         self._place_legend()
         labels = shown_labels(labels)
         while len(self._texts) < len(labels):
-            t = pg.TextItem(color=style.FOREGROUND, anchor=(-0.1, 1.0))
+            t = pg.TextItem(color=style.FOREGROUND, anchor=(0, 0.5))
             t.setFont(style.font(style.TEXT_PT, self.text_scale))
             item.addItem(t)
             self._texts.append(t)
         for i, t in enumerate(self._texts):
             if i < len(labels) and labels[i]:
-                t.setText(labels[i])
+                # Level with its marker and past its edge in pixels, at any zoom: a label
+                # beside a big (ETF) marker otherwise starts under it.
+                pad = group_size(groups[i]) // 2 + 2
+                t.setHtml(f'<div style="margin-left:{pad}px">{html.escape(labels[i])}</div>')
                 t.setPos(float(pts[i, 0]), float(pts[i, 1]))
                 t.show()
             else:
@@ -405,8 +409,11 @@ class PointsView3D(PointsView):
             color="black",
             font_size=style.pt(style.TEXT_PT, self.text_scale),
             anchor_x="left",
-            anchor_y="bottom",
+            anchor_y="center",
         )
+        # Labels last and never depth-tested: a marker drawn later must not cover its label.
+        self._text3d.set_gl_state("translucent", depth_test=False)
+        self._text3d.order = 10
         self._axes = scene.visuals.XYZAxis(parent=self._scene_view.scene)
 
     def _apply_text_scale(self) -> None:
@@ -435,8 +442,13 @@ class PointsView3D(PointsView):
         labels = shown_labels(labels)
         shown = [i for i, lab in enumerate(labels) if lab]
         if shown:
-            self._text3d.text = [labels[i] for i in shown]
-            self._text3d.pos = pts[shown] + 0.07 * scale  # beside the marker, not under it
+            # Beside the marker in screen space, whatever the camera's angle: the text starts
+            # past the marker's radius (an offset in data units vanishes when the view looks
+            # along it, and the label then sits under its marker).
+            self._text3d.text = [
+                label_beside_marker(labels[i], sizes[i], self._text3d.font_size) for i in shown
+            ]
+            self._text3d.pos = pts[shown]
         self._text3d.visible = bool(shown)
         # Refit only when the cloud's size changes a lot, so the user's zoom survives.
         if not (self._fit_scale / 1.6 < scale < self._fit_scale * 1.6):
@@ -452,6 +464,15 @@ class PointsView3D(PointsView):
         # QWidget.grab renders the QOpenGLWidget's framebuffer too; draw first so it is current.
         self.canvas.render()
         return self.grab()
+
+
+def label_beside_marker(label: str, marker_px: float, font_pt: float) -> str:
+    """``label`` led by enough spaces to start just past a marker ``marker_px`` wide.
+
+    A space is about 0.3 em; points are taken at 96 dpi (vispy's default).
+    """
+    space_px = 0.3 * font_pt * 96 / 72
+    return " " * math.ceil((marker_px / 2 + 3) / space_px) + label
 
 
 def _scale_transform(s: float):  # noqa: ANN202 - vispy transform

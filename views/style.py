@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pyqtgraph as pg
@@ -225,6 +226,48 @@ def fit_axis_to_labels(axis: pg.AxisItem, labels: list[str] | tuple[str, ...]) -
     axis.setWidth(max(35, widest + 18))
 
 
+def cell_ticks(
+    labels: Sequence[str],
+    n: int,
+    pixels: float,
+    scale: float | None = None,
+    vertical: bool = True,
+    most: int = 24,
+) -> list[tuple[float, str]]:
+    """Centred tick labels for ``n`` cells on an axis ``pixels`` long, thinned evenly so they
+    never overlap (at most ``most``).
+
+    On a vertical axis each label needs a line height; on a horizontal one, the widest
+    label's width. ``pixels`` <= 0 (not laid out yet) thins to ``most``.
+    """
+    names = list(labels) if len(labels) == n else [str(i) for i in range(n)]
+    if n == 0:
+        return []
+    metrics = QtGui.QFontMetricsF(font(TEXT_PT, scale))
+    need = metrics.height() * 1.15 if vertical else max(metrics.horizontalAdvance(t) for t in names) + 10
+    fit = int(pixels // need) if pixels > 0 else most
+    every = max(1, math.ceil(n / max(1, min(most, fit))))
+    return [(i + 0.5, names[i]) for i in range(0, n, every)]
+
+
+def fit_colourbar(bar: pg.ColorBarItem) -> None:
+    """Widen a colour bar's axis for its tick labels and its label, now.
+
+    ``ColorBarItem`` fixes its axis at 45 pixels: "0.0025" or a label in a larger font
+    is then cut off at the widget's edge.
+    """
+    axis = bar.getAxis("right")
+    lo, hi = (float(v) for v in bar.levels())
+    strings: list[str] = []
+    for spacing, values in axis.tickValues(lo, hi, max(axis.height(), 100.0)):
+        strings += [str(t) for t in axis.tickStrings(values, 1.0, spacing)]
+    metrics = QtGui.QFontMetricsF(axis.style.get("tickFont") or axis.font())
+    widest = max((metrics.horizontalAdvance(t) for t in strings), default=0.0)
+    label = axis.label.boundingRect().height() if axis.label.isVisible() else 0.0
+    offset = axis.style["tickTextOffset"][0] + max(0, axis.style["tickLength"])
+    axis.setWidth(int(math.ceil(widest + offset + label + 8)))
+
+
 def add_legend(item: pg.PlotItem, scale: float | None = None) -> pg.LegendItem:
     """A legend with a translucent white box and black text at ``scale``."""
     return item.addLegend(
@@ -277,6 +320,23 @@ def fit_legend_columns(legend: pg.LegendItem, width: float, height: float) -> in
     # Opacity, not visibility: the legend stays "visible" for the next fit when the plot grows.
     legend.setOpacity(1.0 if math.ceil(n / cols) * entry_h <= height else 0.0)
     return cols
+
+
+def fit_title(item: pg.PlotItem, title: str, width: float, scale: float | None = None) -> None:
+    """Show ``title`` (plain text) over the plot, elided in the middle to ``width`` pixels.
+
+    A pyqtgraph title sets its plot's minimum width: a long one (a heatmap's title with
+    its step) pushes the colour bar and its label off the widget's right edge.
+    """
+    if not title:
+        return
+    size = pt(TITLE_PT, scale)
+    shown = title
+    if width > 0:
+        f = font(TITLE_PT, scale)
+        shown = QtGui.QFontMetrics(f).elidedText(title, QtCore.Qt.TextElideMode.ElideMiddle, int(width) - 12)
+    item.setTitle(html.escape(shown), color=FOREGROUND, size=f"{size}pt")
+    item.titleLabel.setMinimumWidth(0)  # the plot's width is the view's to decide, not the title's
 
 
 def fit_axis_label(axis: pg.AxisItem, length: float) -> None:
