@@ -80,7 +80,7 @@ def test_three_seeds_draw_a_band_with_the_right_mean_and_sd(qtbot):
     _, mean_adam, _ = v.band_data("norms", 1)
     assert mean_adam == pytest.approx(np.full(4, -3.0))
     names = [label.text for _, label in v.legend.items]
-    assert any("loss mean ± s.d. (3 seeds)" in n for n in names)
+    assert names == ["loss", "norms: sgd", "norms: adam", "mean ± s.d. over 3 seeds"]
     assert not any("[seed" in n for n in names)  # the single seeds leave the legend to the band
     fill = [it for it in v.item.items if isinstance(it, pg.FillBetweenItem)]
     assert len(fill) == 3 and not fill[0].path().isEmpty()

@@ -258,7 +258,7 @@ class LinesView(PlotView):
                         self.item,
                         c,
                         self.n_series,
-                        f"{label} mean ± s.d. ({len(seeds)} seeds)" if label else None,
+                        (label + (" (EMA)" if self.smooth_weight > 0 else "")) if label else None,
                     )
                     self._bands[(name, k)] = items
                 items.set_data(band, self.log_y)
@@ -288,7 +288,16 @@ class LinesView(PlotView):
             for curve in (*series.raw, *series.smooth)
             if curve.name()
         ]
-        return out + [(b.mean, b.mean.name()) for b in self._bands.values() if b.mean.name()]
+        out += [(b.mean, b.mean.name()) for b in self._bands.values() if b.mean.name()]
+        if self._bands:
+            out.append(self._band_entry())
+        return out
+
+    def _band_entry(self) -> tuple[pg.PlotDataItem, str]:
+        """The legend line that says what the bold lines and the shading are."""
+        n = len([r for r in self.seed_runs if r in self._run_data])
+        sample = pg.PlotDataItem(pen=pg.mkPen("#555555", width=2.2))
+        return sample, f"mean ± s.d. over {n} seeds"
 
     def _factored_entries(self) -> list[tuple[pg.PlotDataItem, str]]:
         """One entry per series (its colour) and one per run (its dash): 5 + 3, not 5 x 3."""
@@ -315,8 +324,7 @@ class LinesView(PlotView):
                 item.setOpacity(GHOST_OPACITY)
             out.append((item, html.escape(self.runs.get(r) or r or "run", quote=False)))
         if self._bands:
-            n = len([r for r in self.seed_runs if r in self._run_data])
-            out.append((pg.PlotDataItem(pen=pg.mkPen(grey, width=2.2)), f"mean ± s.d. over {n} seeds"))
+            out.append(self._band_entry())
         for (run, name), series in self._series.items():
             if name == self.reference and run not in banded:
                 out += [(curve, curve.name()) for curve in series.raw if curve.name()]

@@ -454,9 +454,11 @@ class MarkerLabel(pg.InfLineLabel):
         if rect.right() > box.right() - 1:  # no room on the right: left first
             sides.reverse()
         legends = [
-            c.sceneBoundingRect() for c in vb.childItems() if isinstance(c, pg.LegendItem) and c.opacity() > 0
+            c.sceneBoundingRect()
+            for c in vb.childItems()
+            if isinstance(c, pg.LegendItem) and c.isVisible() and c.opacity() > 0
         ]
-        marks = []
+        marks, labels = [], []
         for item in vb.childGroup.childItems():
             if item is self.line or not isinstance(item, pg.InfiniteLine) or not item.isVisible():
                 continue
@@ -465,17 +467,18 @@ class MarkerLabel(pg.InfLineLabel):
                 if abs(mx - x) > 1:
                     marks.append(QtCore.QRectF(mx - 1.5, box.top(), 3, box.height()))
             label = getattr(item, "label", None)
-            if isinstance(label, MarkerLabel) and label.isVisible():
-                marks.append(label.sceneBoundingRect())
+            if isinstance(label, MarkerLabel) and label.isVisible() and label.opacity() > 0:
+                labels.append(label.sceneBoundingRect())
         inner = box.adjusted(0, 1, 0, -1)
         step = (rect.height() + 2) / box.height()
         heights = [self.orthoPos] + [
             self.orthoPos + sign * k * step for k in range(1, int(1 / step) + 2) for sign in (-1, 1)
         ]
         heights = [o for o in heights if 0.0 <= o <= 1.0]
-        # Inside the view and off the legend always; then as few other markers crossed as
-        # possible (a vertical line crosses every height on its side), nearest place first.
-        best: tuple[int, tuple[float, float], float] | None = None
+        # Inside the view and off the legend always; then over as few other labels, then
+        # across as few other markers as possible (a vertical line crosses every height on
+        # its side), nearest place first.
+        best: tuple[tuple[int, int], tuple[float, float], float] | None = None
         for o in heights:
             for anchor in sides:
                 self.setAnchor(anchor)
@@ -483,14 +486,19 @@ class MarkerLabel(pg.InfLineLabel):
                 r = self.sceneBoundingRect()
                 if not inner.contains(r) or any(r.intersects(ob) for ob in legends):
                     continue
-                crossed = sum(r.intersects(m) for m in marks)
-                if best is None or crossed < best[0]:
-                    best = (crossed, anchor, o)
-                if crossed == 0:
+                cost = (sum(r.intersects(m) for m in labels), sum(r.intersects(m) for m in marks))
+                if best is None or cost < best[0]:
+                    best = (cost, anchor, o)
+                if cost == (0, 0):
+                    self.setOpacity(1.0)
                     return
         anchor, o = (sides[0], self.orthoPos) if best is None else best[1:]
         self.setAnchor(anchor)
         self.setPos(pt2 * o + pt1 * (1 - o))
+        # No place free of the legend, the edges and other labels (a plot squeezed to a
+        # sliver): no text rather than text over text; the marker's tooltip still says.
+        # Opacity, not visibility, so the label is placed again when the plot grows.
+        self.setOpacity(0.0 if best is None or best[0][0] > 0 else 1.0)
 
 
 def vline(
