@@ -308,3 +308,24 @@ def test_heatmap_colour_bar_label_and_cell_labels_fit_at_the_default_size(qtbot)
     assert 2 <= len(rows) and (rows[1][0] - rows[0][0]) * vb.height() / k >= metrics.height()
     widest = max(metrics.horizontalAdvance(t) for _, t in cols)
     assert 2 <= len(cols) and (cols[1][0] - cols[0][0]) * vb.width() / n >= widest
+
+
+def test_waterfall_reference_badge_is_inside_and_not_crossed_by_the_cursor(qtbot):
+    spectrum = Stream("spectrum", "histogram")
+    streams = {"spectrum": spectrum, "thr": THR}
+    view = ViewSpec("Spectrum over time", ("spectrum",), kind="waterfall", reference="threshold")
+    v = show(qtbot, make_view(view, {**streams, "threshold": THR}), w=600, h=360)
+    edges = np.linspace(0.0, 10.0, 21)
+    for s in range(0, 3001, 100):
+        w = np.exp(-((edges[:-1] - min(s / 300, 9.5)) ** 2))
+        v.push([Frame.make(s, {"spectrum": np.stack([edges[:-1], edges[1:], w]), "threshold": 10.0})])
+    v.add_event(Event(2900, "set", {"name": "lr", "old": 0.2, "new": 0.19}))
+    v.set_cursor(3000)  # a replay at its last step: the cursor sits where the reference line ends
+    _settle(v)
+    badge = v._ref_text.sceneBoundingRect()
+    box = v.item.getViewBox().sceneBoundingRect()
+    assert "threshold = 10" in v._ref_text.toPlainText()
+    assert box.contains(badge), (badge, box)
+    for line in (v._cursor_line, *v._event_lines):
+        x = line.mapToScene(QtCore.QPointF(0, 0)).x()
+        assert not badge.left() <= x <= badge.right(), (x, badge)

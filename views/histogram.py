@@ -13,9 +13,9 @@ from collections.abc import Mapping
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6 import QtWidgets
+from PySide6 import QtCore, QtWidgets
 
-from dynlab.frames import Stream
+from dynlab.frames import Event, Stream
 from dynlab.viewspec import ViewSpec
 
 from . import style
@@ -215,6 +215,10 @@ class WaterfallView(SnapshotViewMixin, PlotView):
         self._ref_text.setFont(style.font(style.TEXT_PT, self.text_scale))
         self._ref_text.hide()
         self.item.addItem(self._ref_text, ignoreBounds=True)
+        self._ref_end: tuple[float, float] | None = None
+        vb = self.item.getViewBox()
+        vb.sigResized.connect(self.place_reference_badge)
+        vb.sigRangeChanged.connect(self.place_reference_badge)
 
     def _y_label(self) -> str:
         return ""
@@ -225,6 +229,7 @@ class WaterfallView(SnapshotViewMixin, PlotView):
     def _apply_text_scale(self) -> None:
         super()._apply_text_scale()
         self._ref_text.setFont(style.font(style.TEXT_PT, self.text_scale))
+        self.place_reference_badge()
         self._rows_shown = []
         self._set_row_ticks()
         style.fit_colourbar(self.colourbar)
@@ -317,8 +322,45 @@ class WaterfallView(SnapshotViewMixin, PlotView):
         y = self.scale(raw) if self.is_histogram else raw
         self._ref_curve.setData(x, y, connect="finite")
         self._ref_text.setText(f"{self.reference} = {raw[-1]:.4g}")
-        self._ref_text.setPos(float(x[-1]), float(y[-1]))
+        self._ref_end = (float(x[-1]), float(y[-1]))
         self._ref_text.setVisible(bool(np.isfinite(y[-1])))
+        self.place_reference_badge()
+
+    def _draw_event(self, event: Event) -> None:
+        super()._draw_event(event)
+        self.place_reference_badge()
+
+    def _draw_cursor(self, step: int | None) -> None:
+        super()._draw_cursor(step)
+        self.place_reference_badge()
+
+    def place_reference_badge(self, *_: object) -> None:
+        """Put the reference's name at the end of its line, inside the plot and uncrossed.
+
+        Above the line's end (below it when there is no room above), its right edge just
+        left of the end; moved further left while a marker (the replay cursor at the last
+        step, an event) would cross it.
+        """
+        badge, end = self._ref_text, self._ref_end
+        vb = self.item.getViewBox()
+        if end is None or not badge.isVisible() or vb.width() <= 0:
+            return
+        box = vb.sceneBoundingRect()
+        size = badge.textItem.boundingRect()
+        p = vb.mapViewToScene(QtCore.QPointF(*end))
+        right = min(p.x() - 4, box.right() - 2)
+        lines = [*self._event_lines, *([self._cursor_line] if self._cursor_line is not None else [])]
+        marks = sorted(
+            (ln.mapToScene(QtCore.QPointF(0, 0)).x() for ln in lines if ln.isVisible()), reverse=True
+        )
+        for mx in marks:  # right to left: each marker in the way pushes the badge past it
+            if right - size.width() - 3 <= mx <= right + 3:
+                right = mx - 5
+        right = max(right, box.left() + size.width() + 2)
+        top = p.y() - size.height() - 2 if p.y() - size.height() - 2 >= box.top() else p.y() + 2
+        top = min(max(top, box.top() + 1), box.bottom() - size.height() - 1)
+        badge.setAnchor((1, 0))
+        badge.setPos(vb.mapSceneToView(QtCore.QPointF(right, top)))
 
     def x_pos(self, step: float) -> float | None:
         # An image is drawn on a linear step axis; log_x is not applied to waterfalls.
