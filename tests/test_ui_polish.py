@@ -238,6 +238,9 @@ def _sizes(win) -> dict[str, float]:
         "tool button": float(view.csv_button.styleSheet().split("font-size: ")[1].split("pt")[0]),
         "header": float(re.search(r"font-size:\s*([0-9.]+)pt", header).group(1)),
         "dock title": win.workspace.area.docks[0].font().pointSizeF(),
+        "side panel hint": float(
+            re.search(r"font-size:\s*([0-9.]+)pt", win.workspace.params.hint.styleSheet()).group(1)
+        ),
         "app": QtWidgets.QApplication.font().pointSizeF(),
     }
 
@@ -329,3 +332,63 @@ def test_waterfall_reference_badge_is_inside_and_not_crossed_by_the_cursor(qtbot
     for line in (v._cursor_line, *v._event_lines):
         x = line.mapToScene(QtCore.QPointF(0, 0)).x()
         assert not badge.left() <= x <= badge.right(), (x, badge)
+
+
+def test_point_labels_start_past_their_marker():
+    from dynlab.views.points import SIZE_SIMPLEX, label_beside_marker
+
+    text = label_beside_marker("class 3", SIZE_SIMPLEX, 9.0)
+    pad = len(text) - len("class 3")
+    space_px = 0.3 * 9.0 * 96 / 72
+    assert text.endswith("class 3") and pad * space_px >= SIZE_SIMPLEX / 2  # clear of the disc
+    assert (pad - 1) * space_px < SIZE_SIMPLEX / 2 + 3  # and no further than needed
+
+
+GL_TEXT = r"""
+import json
+import numpy as np
+from PySide6 import QtWidgets
+app = QtWidgets.QApplication([])
+from dynlab.frames import Frame, Stream
+from dynlab.presets import ViewSpec
+from dynlab.views import make_view
+s = Stream("geom", "points", shape=(3, 3), labels=("a", "b", "c"), groups=("etf",) * 3)
+v = make_view(ViewSpec("Geometry", ("geom",)), {"geom": s})
+v.resize(500, 400); v.show()
+v.push([Frame.make(3, {"geom": np.eye(3)})])
+v.refresh()
+before = v._text3d.font_size if v.mode == "vispy" else None
+v.set_text_scale(1.5)
+after = v._text3d.font_size if v.mode == "vispy" else None
+texts = list(v._text3d.text) if v.mode == "vispy" else []
+print(json.dumps({"mode": v.mode, "before": before, "after": after, "texts": texts,
+                  "title": v.title_label.styleSheet(), "legend": v.legend_label.styleSheet()}))
+"""
+
+
+@pytest.mark.gl
+@pytest.mark.slow
+def test_3d_labels_scale_with_presentation_and_sit_beside_markers(tmp_path):
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "QT_QPA_PLATFORM": "xcb"}
+    if os.environ.get("DISPLAY"):
+        cmd = [sys.executable, "-c", GL_TEXT]
+    elif shutil.which("xvfb-run"):
+        cmd = ["xvfb-run", "-a", sys.executable, "-c", GL_TEXT]
+    else:
+        pytest.skip("no X display and no xvfb-run")
+    out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["mode"] != "vispy":
+        pytest.skip(f"no OpenGL on this X server ({result})")
+    assert result["after"] == pytest.approx(1.5 * result["before"])
+    assert [t.strip() for t in result["texts"]] == ["a", "b", "c"]
+    assert all(t.startswith("   ") for t in result["texts"])  # past the 22-pixel ETF marker
+    assert "13.5pt" in result["legend"] and "15.0pt" in result["title"]
