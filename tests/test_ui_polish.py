@@ -27,7 +27,8 @@ from dynlab.views.heatmap import argmax_order  # noqa: E402
 
 pytestmark = [
     pytest.mark.qt_log_level_fail("WARNING"),
-    pytest.mark.qt_log_ignore("propagateSizeHints"),
+    # The offscreen platform warns on every show() and on raising a floated dock.
+    pytest.mark.qt_log_ignore("propagateSizeHints", "does not support raise"),
 ]
 
 LOSS = Stream("loss", "scalar", units="nats")
@@ -274,6 +275,14 @@ def test_presentation_mode_scales_every_text_and_back(qtbot, tmp_path, monkeypat
         after = _sizes(win)
         for key, size in before.items():
             assert after[key] == pytest.approx(size, rel=0.02), key
+        # View → Reset layout brings a floated view back into the window.
+        dock = win.workspace.area.docks[0]
+        dock.setFloating(True)
+        reset = next(
+            a for m in win.menuBar().actions() for a in m.menu().actions() if "Reset layout" in a.text()
+        )
+        reset.trigger()
+        assert not dock.isFloating()
     finally:
         if win.presenting:
             win.toggle_presentation()

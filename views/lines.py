@@ -31,9 +31,6 @@ SMOOTH_WEIGHT = 0.9
 BUFFER_CAP = 1 << 20
 
 
-#: Past this many legend entries, overlaid runs are listed once each, apart from the series.
-LEGEND_FACTOR_ABOVE = 6
-
 #: Opacity of a ghost run's curves (a branch's parent, drawn behind the branch).
 GHOST_OPACITY = 0.3
 
@@ -333,13 +330,18 @@ class LinesView(PlotView):
     def _sync_legend(self) -> None:
         """Rebuild the legend when what it lists changed (a run, a series, the band).
 
-        Overlaid runs first list every series of every run; past ``LEGEND_FACTOR_ABOVE``
-        entries it lists each series once (colour) and each run once (dash) instead.
+        Overlaid runs list each series once (colour) and each run once (dash) when that
+        takes no more entries than naming every series of every run (``sgd [run]``).
         """
         plain = self._plain_entries()
         with_data = [r for r in self.runs if r in self._run_data]
-        factored = len(plain) > LEGEND_FACTOR_ABOVE and len(with_data) > 1
-        entries = self._factored_entries() if factored else plain
+        entries = plain
+        if len(with_data) > 1:
+            # Factored whenever it lists no more entries (its entries are shorter too).
+            per_run = self._factored_entries()
+            if len(per_run) <= len(plain):
+                entries = per_run
+        factored = entries is not plain
         key = (factored, tuple(name for _, name in entries), tuple(id(i) for i, _ in plain))
         if key == self._legend_key and len(self.legend.items) == len(entries):
             return

@@ -316,9 +316,12 @@ def fit_legend_columns(legend: pg.LegendItem, width: float, height: float) -> in
         cols += 1
     if cols != legend.columnCount:
         legend.setColumnCount(cols)
-    # Too tall even so (a plot squeezed to a sliver): show none rather than a clipped one.
-    # Opacity, not visibility: the legend stays "visible" for the next fit when the plot grows.
-    legend.setOpacity(1.0 if math.ceil(n / cols) * entry_h <= height else 0.0)
+    # Too tall or too wide even so (a plot squeezed to a sliver): show none rather than a
+    # clipped one (rows take a little more than their text: the layout's spacing; the
+    # legend sits 10 pixels in). Opacity, not visibility: the legend stays "visible" for
+    # the next fit when the plot grows.
+    fits = math.ceil(n / cols) * entry_h * 1.1 + 10 <= height and cols * entry_w + 10 <= width
+    legend.setOpacity(1.0 if fits else 0.0)
     return cols
 
 

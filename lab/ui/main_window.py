@@ -100,6 +100,7 @@ class MainWindow(QtWidgets.QMainWindow):
         r.addAction("&Branch from here…", self.workspace.branch_from_here, QtGui.QKeySequence("Ctrl+B"))
         v = mb.addMenu("&View")
         v.addAction("&Presentation mode", self.toggle_presentation, QtGui.QKeySequence("F11"))
+        v.addAction("&Reset layout", self.workspace.area.reset_layout)
         theme = v.addMenu("&Theme")
         theme.addAction("Light", lambda: self.set_theme("light"))
         theme.addAction("Dark", lambda: self.set_theme("dark"))
