@@ -244,7 +244,9 @@ class PointsView2D(PointsView):
         self._texts: list[pg.TextItem] = []
         self._lines2d: pg.PlotDataItem | None = None
         self._drawn2d: np.ndarray | None = None  # 2-D positions drawn (for hover)
-        self._legend_corner = 0
+        # The groups are named in a line of text above the plot, as in 3-D: a legend box
+        # inside would sit on the points, which gather in the middle of an equal-aspect plot.
+        self.legend_label.setVisible(True)
         self._basis: np.ndarray | None = None
 
     def _draw(self, pts: np.ndarray, groups: list[str], labels: list[str]) -> None:
@@ -262,17 +264,12 @@ class PointsView2D(PointsView):
             "", "PC1" if dim == 3 else cols[0], "PC2" if dim == 3 else cols[1], scale=self.text_scale
         )
         self.plot.getPlotItem().setAspectLocked(dim == 3 or same_units(pts))
-        self._legend = style.add_legend(self.plot.getPlotItem(), self.text_scale)
-        self.plot.getPlotItem().getViewBox().sigRangeChanged.connect(self._place_legend)
         self._holder_layout.addWidget(self.plot)
         self.hover = QtWidgets.QLabel(" ")
         self.hover.setTextFormat(pg.QtCore.Qt.TextFormat.PlainText)  # point labels come from files
         self.hover.setStyleSheet(self._hover_style())
         self._holder_layout.addWidget(self.hover)
         self.plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
-
-    def _place_legend(self, *_: object) -> None:
-        self._legend_corner = style.place_legend(self._legend, self.plot.getPlotItem(), self._legend_corner)
 
     def _hover_style(self) -> str:
         return f"color: #222; font-size: {style.pt(style.TEXT_PT, self.text_scale)}pt;"
@@ -282,7 +279,6 @@ class PointsView2D(PointsView):
         if self.plot is None:
             return  # made at the first data, at the scale of that moment
         style.scale_plot_texts(self.plot.getPlotItem(), self.text_scale)
-        style.scale_legend(self._legend, self.text_scale)
         self.hover.setStyleSheet(self._hover_style())
         for t in self._texts:
             t.setFont(style.font(style.TEXT_PT, self.text_scale))
@@ -347,10 +343,11 @@ class PointsView2D(PointsView):
         else:
             self._lines2d.setData([], [])
         self._drawn2d = pts
-        self._place_legend()
         labels = shown_labels(labels)
         while len(self._texts) < len(labels):
+            # Over every marker: a neighbour's marker never hides a label.
             t = pg.TextItem(color=style.FOREGROUND, anchor=(0, 0.5))
+            t.setZValue(60)
             t.setFont(style.font(style.TEXT_PT, self.text_scale))
             item.addItem(t)
             self._texts.append(t)
@@ -358,8 +355,11 @@ class PointsView2D(PointsView):
             if i < len(labels) and labels[i]:
                 # Level with its marker and past its edge in pixels, at any zoom: a label
                 # beside a big (ETF) marker otherwise starts under it.
-                pad = group_size(groups[i]) // 2 + 2
-                t.setHtml(f'<div style="margin-left:{pad}px">{html.escape(labels[i])}</div>')
+                pad = max(group_size(g) for g in groups) // 2 + 3  # the biggest marker may coincide
+                t.setHtml(
+                    f'<div style="margin-left:{pad}px"><span style="background-color: rgba(255,255,255,60%)">'
+                    f"{html.escape(labels[i])}</span></div>"
+                )
                 t.setPos(float(pts[i, 0]), float(pts[i, 1]))
                 t.show()
             else:
@@ -443,10 +443,11 @@ class PointsView3D(PointsView):
         shown = [i for i, lab in enumerate(labels) if lab]
         if shown:
             # Beside the marker in screen space, whatever the camera's angle: the text starts
-            # past the marker's radius (an offset in data units vanishes when the view looks
-            # along it, and the label then sits under its marker).
+            # past the biggest marker's radius (points coincide once collapse is reached, and
+            # an offset in data units vanishes when the view looks along it).
+            widest = float(sizes.max())
             self._text3d.text = [
-                label_beside_marker(labels[i], sizes[i], self._text3d.font_size) for i in shown
+                label_beside_marker(labels[i], widest, self._text3d.font_size) for i in shown
             ]
             self._text3d.pos = pts[shown]
         self._text3d.visible = bool(shown)
