@@ -401,3 +401,34 @@ def test_3d_labels_scale_with_presentation_and_sit_beside_markers(tmp_path):
     assert [t.strip() for t in result["texts"]] == ["a", "b", "c"]
     assert all(t.startswith("   ") for t in result["texts"])  # past the 22-pixel ETF marker
     assert "13.5pt" in result["legend"] and "15.0pt" in result["title"]
+
+
+def test_plus_seed_runs_are_banded_in_the_workspace(qtbot, tmp_path, monkeypatch):
+    from dynlab.ui.workspace import Workspace
+
+    monkeypatch.setenv("DYNLAB_RECORDINGS", str(tmp_path))
+    settings = QtCore.QSettings(str(tmp_path / "s.ini"), QtCore.QSettings.Format.IniFormat)
+    ws = Workspace(host="thread", settings=settings)
+    qtbot.addWidget(ws)
+    ws.resize(1200, 800)
+    ws.show()
+    try:
+        ws.controls.record.setChecked(False)
+        ws.open_preset(load("quadratic").with_overrides(steps=40), start=True)
+        qtbot.waitUntil(lambda: bool(ws.views), timeout=30_000)
+        view = next(v for v in ws.views if "train_loss" in v.stream_names)
+        assert view.seed_runs == () and not view.band_shown()  # one run: no band
+        ws.add_seed()
+        ws.add_seed()
+        qtbot.waitUntil(lambda: all(s.state.ended for s in ws.sources.values()), timeout=60_000)
+        ws._tick()
+        view.refresh()
+        assert set(view.seed_runs) == set(ws.sources) and len(ws.sources) == 3
+        assert view.band_shown() and view.band_button.isChecked()
+        steps, mean, sd = view.band_data("train_loss")
+        runs = [view.series_data("train_loss", run=r)[1][:, 0] for r in view.seed_runs]
+        n = min(len(r) for r in runs)
+        assert len(steps) == n and mean == pytest.approx(np.mean([r[:n] for r in runs], axis=0))
+        assert sd.max() > 0  # the seeds start from different weights
+    finally:
+        ws.close_sources()
