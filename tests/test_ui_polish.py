@@ -21,7 +21,7 @@ from PySide6 import QtCore, QtGui, QtWidgets  # noqa: E402
 
 from dynlab.frames import Event, Frame, Stream  # noqa: E402
 from dynlab.presets import PresetError, ViewSpec, load, parse  # noqa: E402
-from dynlab.views import make_view, style  # noqa: E402
+from dynlab.views import make_view, style, textfit  # noqa: E402
 from dynlab.views.band import seed_band  # noqa: E402
 from dynlab.views.heatmap import argmax_order  # noqa: E402
 
@@ -208,7 +208,7 @@ def test_a_tall_legend_takes_more_columns_and_a_long_axis_label_is_elided(qtbot)
     _settle(v)
     box = v.item.getViewBox().sceneBoundingRect()
     assert v.legend.columnCount >= 2
-    assert v.legend.sceneBoundingRect().height() <= style.LEGEND_MAX_HEIGHT * box.height() + 1
+    assert v.legend.sceneBoundingRect().height() <= textfit.LEGEND_MAX_HEIGHT * box.height() + 1
     # The y label "w [1/norm²]" fits; a long one is elided to the axis' length, and restored.
     axis = v.item.getAxis("left")
     v.item.setLabel("left", "effective_step_size_of_the_first_layer [1/norm²]")

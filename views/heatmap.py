@@ -11,7 +11,7 @@ from PySide6 import QtCore, QtWidgets
 from dynlab.frames import Stream
 from dynlab.viewspec import SORT_ORDERS, ViewSpec
 
-from . import style
+from . import style, textfit
 from .buffers import SnapshotViewMixin
 from .plotview import PlotView
 
@@ -90,7 +90,7 @@ class HeatmapView(SnapshotViewMixin, PlotView):
         super()._apply_text_scale()
         self.hover.setStyleSheet(self._hover_style())
         self._set_ticks()
-        style.fit_colourbar(self.colourbar)
+        textfit.fit_colourbar(self.colourbar)
 
     def _clear_data(self) -> None:
         super()._clear_data()
@@ -163,7 +163,7 @@ class HeatmapView(SnapshotViewMixin, PlotView):
             self._set_ticks()
         if (lo, hi) != self._levels:
             self._levels = (lo, hi)
-            style.fit_colourbar(self.colourbar)
+            textfit.fit_colourbar(self.colourbar)
         self.item.setRange(xRange=(0, mat.shape[1]), yRange=(0, mat.shape[0]), padding=0)
         self.set_title(f"{self.view.title} — step {step}")
 
@@ -172,8 +172,10 @@ class HeatmapView(SnapshotViewMixin, PlotView):
         if not self._shape:
             return
         vb = self.item.getViewBox()
-        rows = style.cell_ticks(self.row_labels, self._shape[0], vb.height(), self.text_scale, most=MAX_TICKS)
-        cols = style.cell_ticks(
+        rows = textfit.cell_ticks(
+            self.row_labels, self._shape[0], vb.height(), self.text_scale, most=MAX_TICKS
+        )
+        cols = textfit.cell_ticks(
             self.col_labels, self._shape[1], vb.width(), self.text_scale, vertical=False, most=MAX_TICKS
         )
         if (rows, cols) == self._ticks_shown:

@@ -18,7 +18,7 @@ from PySide6 import QtCore, QtWidgets
 from dynlab.frames import Event, Stream
 from dynlab.viewspec import ViewSpec
 
-from . import style
+from . import style, textfit
 from .buffers import SnapshotViewMixin
 from .plotview import PlotView
 
@@ -137,7 +137,7 @@ class HistogramView(SnapshotViewMixin, PlotView):
             label = f"{name}{self.run_suffix(run)} = {value:.4g}"
             if line is None:
                 r = self.run_index(run)
-                line = style.vline(
+                line = textfit.vline(
                     value,
                     style.reference_colour(r),
                     label,
@@ -232,14 +232,14 @@ class WaterfallView(SnapshotViewMixin, PlotView):
         self.place_reference_badge()
         self._rows_shown = []
         self._set_row_ticks()
-        style.fit_colourbar(self.colourbar)
+        textfit.fit_colourbar(self.colourbar)
 
     def _set_row_ticks(self, *_: object) -> None:
         """A vector's row names, thinned so they do not overlap (49 labels on 60 pixels are a smear)."""
         if not self.row_names:
             return
         vb = self.item.getViewBox()
-        ticks = style.cell_ticks(
+        ticks = textfit.cell_ticks(
             self.row_names, len(self.row_names), vb.height(), self.text_scale, most=WATERFALL_MAX_LABELS
         )
         if ticks != self._rows_shown:
@@ -295,7 +295,7 @@ class WaterfallView(SnapshotViewMixin, PlotView):
         self.colourbar.setLevels((vmin, vmax))
         if (vmin, vmax) != self._levels:
             self._levels = (vmin, vmax)
-            style.fit_colourbar(self.colourbar)
+            textfit.fit_colourbar(self.colourbar)
         x0 = float(steps[0])
         self.image.setRect(pg.QtCore.QRectF(x0 - dx / 2, y0, dx * n_cols, height))
         self._draw_reference()

@@ -20,7 +20,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from dynlab.frames import Stream
 from dynlab.viewspec import ViewSpec
 
-from . import style
+from . import style, textfit
 from .band import RUN_OPACITY_UNDER_BAND, BandItems, seed_band
 from .buffers import SeriesBuffer
 from .plotview import PlotView
@@ -383,6 +383,9 @@ class LinesView(PlotView):
         self._place_legend()
 
     def _place_legend(self, *_: object) -> None:
+        vb = self.item.getViewBox()
+        if self.legend.isVisible():
+            textfit.fit_legend_columns(self.legend, vb.width(), vb.height())
         self._legend_corner = style.place_legend(self.legend, self.item, self._legend_corner)
         self.place_event_labels()
 

@@ -18,7 +18,7 @@ from PySide6 import QtWidgets
 from dynlab.frames import Event, Stream
 from dynlab.viewspec import ViewSpec
 
-from . import style
+from . import style, textfit
 from .base import StreamView
 
 #: Events every run has at its first and last step: a marker there says nothing (the
@@ -72,13 +72,13 @@ class PlotView(StreamView):
         # The title spans the data's column: elide it to that width, never widen the plot.
         vb = self.item.getViewBox()
         room = vb.width() if vb.width() > 0 else self.plot.width()
-        style.fit_title(self.item, self.title, room, self.text_scale)
+        textfit.fit_title(self.item, self.title, room, self.text_scale)
 
     def _fit_axis_labels(self, *_: object) -> None:
         """Elide axis labels longer than their axis (a short dock, presentation mode)."""
         vb = self.item.getViewBox()
-        style.fit_axis_label(self.item.getAxis("left"), vb.height())
-        style.fit_axis_label(self.item.getAxis("bottom"), vb.width())
+        textfit.fit_axis_label(self.item.getAxis("left"), vb.height())
+        textfit.fit_axis_label(self.item.getAxis("bottom"), vb.width())
 
     # --------------------------------------------------------------- time axis
     def x_pos(self, step: float) -> float | None:
@@ -98,7 +98,7 @@ class PlotView(StreamView):
         )
         # Stagger labels so markers close together stay readable.
         label_pos = 0.92 - 0.12 * (len(self._event_lines) % 4)
-        line = style.vline(pos, colour, event.label, label_pos=label_pos, scale=self.text_scale)
+        line = textfit.vline(pos, colour, event.label, label_pos=label_pos, scale=self.text_scale)
         line.setToolTip(style.plain_tip(f"step {event.step}: {event.label}"))
         self.item.addItem(line, ignoreBounds=True)
         self._event_lines.append(line)
@@ -123,7 +123,7 @@ class PlotView(StreamView):
                 self._cursor_line.hide()
             return
         if self._cursor_line is None:
-            self._cursor_line = style.vline(pos, style.CURSOR_COLOUR, dashed=False)
+            self._cursor_line = textfit.vline(pos, style.CURSOR_COLOUR, dashed=False)
             self._cursor_line.setPen(pg.mkPen(style.CURSOR_COLOUR, width=2))
             self.item.addItem(self._cursor_line, ignoreBounds=True)
         self._cursor_line.setValue(pos)
