@@ -16,7 +16,7 @@ from typing import Any
 
 from dynlab.engines.spec import SpecError, suggest
 from dynlab.sweepspec import SweepSpec, SweepSpecError, check_against_engine, parse_sweep
-from dynlab.viewspec import VIEW_KINDS, ViewSpec, toml_types
+from dynlab.viewspec import VIEW_CHOICES, ViewSpec, toml_types
 
 FORMAT_VERSION = 1
 _TOP_KEYS = {
@@ -206,8 +206,9 @@ def parse(text: str, *, name: str = "<preset>", path: str = "<preset>", check_en
                 raise err(f"{where}.{key}", f"expected {_VIEW_KEYS[key].__name__}, got {value!r}")
         if "streams" not in v or not v["streams"] or not all(isinstance(s, str) for s in v["streams"]):
             raise err(f"{where}.streams", "expected a non-empty list of stream names")
-        if v.get("kind", "") and v["kind"] not in VIEW_KINDS:
-            raise err(f"{where}.kind", f"expected one of {', '.join(VIEW_KINDS)}, got {v['kind']!r}")
+        for key, allowed in VIEW_CHOICES.items():
+            if v.get(key, "") and v[key] not in allowed:
+                raise err(f"{where}.{key}", f"expected one of {', '.join(allowed)}, got {v[key]!r}")
         fields: dict[str, Any] = {k: tuple(val) if _VIEW_KEYS[k] is list else val for k, val in v.items()}
         fields.setdefault("title", ", ".join(v["streams"]))
         views.append(ViewSpec(**fields))

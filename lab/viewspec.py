@@ -13,11 +13,20 @@ from dataclasses import dataclass
 
 #: Every value ``ViewSpec.kind`` may take (besides "" = chosen from the first stream's kind).
 VIEW_KINDS: tuple[str, ...] = ("lines", "histogram", "waterfall", "heatmap", "points", "vector-heatmap")
+#: Every value ``ViewSpec.sort_cols`` may take (besides "" = the stream's own column order).
+SORT_ORDERS: tuple[str, ...] = ("argmax",)
+#: Keys whose value must be one of a few words (besides ""), for the preset loader's checks.
+VIEW_CHOICES: dict[str, tuple[str, ...]] = {"kind": VIEW_KINDS, "sort_cols": SORT_ORDERS}
 
 
 @dataclass(frozen=True)
 class ViewSpec:
-    """One plot the preset asks for."""
+    """One plot the preset asks for.
+
+    ``sort_cols = "argmax"`` (heatmaps) orders the columns by the row that holds each
+    column's maximum, re-sorted at every step shown: neurons grouped by their dominant
+    frequency, say, so structure that a fixed order scatters reads as a staircase.
+    """
 
     title: str
     streams: tuple[str, ...]
@@ -27,6 +36,7 @@ class ViewSpec:
     reference: str = ""
     caption: str = ""
     smooth: bool = False
+    sort_cols: str = ""
 
 
 def toml_types() -> dict[str, type]:

@@ -24,6 +24,8 @@ from PySide6 import QtCore, QtWidgets
 from dynlab.frames import Event, Frame, Stream
 from dynlab.viewspec import ViewSpec
 
+from . import style
+
 
 class StreamView(QtWidgets.QWidget):
     """Base class of every view: title, caption, tooltip, runs, events, cursor.
@@ -58,6 +60,8 @@ class StreamView(QtWidgets.QWidget):
         self.missing: tuple[str, ...] = tuple(s for s in view.streams if s not in streams)
         self.runs: dict[str, str] = {"": ""}
         self.ghosts: set[str] = set()  # runs drawn faint (a branch's parent)
+        #: runs that are seeds of one preset (time-axis views draw a band across them)
+        self.seed_runs: tuple[str, ...] = ()
         self._run_data: set[str] = set()  # runs that pushed anything
         self.events: list[Event] = []
         self.cursor: int | None = None
@@ -77,7 +81,9 @@ class StreamView(QtWidgets.QWidget):
         self.caption = QtWidgets.QLabel(self._caption_text())
         self.caption.setWordWrap(True)
         self.caption.setTextFormat(QtCore.Qt.TextFormat.RichText)
-        self.caption.setStyleSheet("color: #444; font-size: 9pt;")
+        #: factor every text of the view is drawn at (presentation mode: 1.5)
+        self.text_scale = style.text_scale()
+        self.caption.setStyleSheet(self._caption_style())
         self.caption.setVisible(bool(self.caption.text()))
         self.setToolTip(self._tooltip_text())
 
@@ -140,6 +146,31 @@ class StreamView(QtWidgets.QWidget):
         else:
             self.ghosts.discard(run_id)
         self._dirty = True
+
+    def set_seed_runs(self, runs: Sequence[str]) -> None:
+        """Say which runs are seeds of one preset (the same run with another seed).
+
+        Line views draw a band (mean ± s.d. across them) when there are two or more;
+        views that show one run at a time ignore it.
+        """
+        self.seed_runs = tuple(runs)
+        self._dirty = True
+
+    def set_text_scale(self, scale: float) -> None:
+        """Draw every text of the view (title, caption, legend, labels, tools) ``scale`` times
+        its normal size: presentation mode."""
+        if scale == self.text_scale:
+            return
+        self.text_scale = float(scale)
+        self._apply_text_scale()
+        self._dirty = True
+
+    def _apply_text_scale(self) -> None:
+        """Re-apply the text sizes at ``self.text_scale``; subclasses extend it for their texts."""
+        self.caption.setStyleSheet(self._caption_style())
+
+    def _caption_style(self) -> str:
+        return f"color: #444; font-size: {style.pt(style.TEXT_PT, self.text_scale)}pt;"
 
     def export_image(self, path: str) -> None:
         """Save the view: PNG (or any Qt image format) by suffix; SVG for pyqtgraph views."""

@@ -13,12 +13,12 @@ from collections.abc import Mapping
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6 import QtWidgets
+from PySide6 import QtCore, QtWidgets
 
-from dynlab.frames import Stream
+from dynlab.frames import Event, Stream
 from dynlab.viewspec import ViewSpec
 
-from . import style
+from . import style, textfit
 from .buffers import SnapshotViewMixin
 from .plotview import PlotView
 
@@ -54,15 +54,24 @@ class HistogramView(SnapshotViewMixin, PlotView):
             color=style.FOREGROUND,
         )
         self.item.setLabel("left", "log10 weight" if view.log_y else "weight", color=style.FOREGROUND)
-        self.legend = style.add_legend(self.item)
+        self.legend = style.add_legend(self.item, self.text_scale)
         self._bars: dict[tuple[str, str], pg.BarGraphItem] = {}
         self._ref_lines: dict[str, pg.InfiniteLine] = {}
         self._step_label = pg.TextItem(color=style.FOREGROUND, anchor=(0, 0))
         self._step_label.setParentItem(self.item.getViewBox())
         self._step_label.setPos(4, 2)
+        self._step_label.setFont(style.font(style.TEXT_PT, self.text_scale))
 
     def _y_label(self) -> str:
         return ""
+
+    def _apply_text_scale(self) -> None:
+        super()._apply_text_scale()
+        style.scale_legend(self.legend, self.text_scale)
+        self._step_label.setFont(style.font(style.TEXT_PT, self.text_scale))
+        for line in self._ref_lines.values():
+            line.label.setFont(style.font(style.TEXT_PT, self.text_scale))
+            line.label.updatePosition()
 
     def heights(self, weight: np.ndarray) -> tuple[np.ndarray, float]:
         """Bar heights and baseline: log10 of positive weights when ``log_y`` (empty bins at the floor)."""
@@ -127,7 +136,15 @@ class HistogramView(SnapshotViewMixin, PlotView):
             value = float(np.asarray(got[1]).reshape(-1)[0])
             label = f"{name}{self.run_suffix(run)} = {value:.4g}"
             if line is None:
-                line = style.vline(value, style.REFERENCE_COLOUR, label, label_pos=0.85)
+                r = self.run_index(run)
+                line = textfit.vline(
+                    value,
+                    style.reference_colour(r),
+                    label,
+                    label_pos=0.85 - 0.1 * (r % 4),
+                    scale=self.text_scale,
+                )
+                line.setPen(style.reference_pen(r, width=1.2))
                 self.item.addItem(line)  # not ignoreBounds: keep the threshold in view
                 self._ref_lines[run] = line
             line.setValue(value)
@@ -170,19 +187,22 @@ class WaterfallView(SnapshotViewMixin, PlotView):
         self.item.addItem(self.image)
         self.colourbar = pg.ColorBarItem(colorMap="viridis", interactive=False, width=14)
         self.colourbar.setImageItem(self.image, insert_in=self.item)
-        style.style_colourbar(self.colourbar, "log10 weight" if self.log_colour else "value")
+        style.style_colourbar(self.colourbar, "log10 weight" if self.log_colour else "value", self.text_scale)
         self.item.showGrid(x=False, y=False)
         unit = f" [{s.units}]" if s and s.units else ""
         if self.is_histogram:
             self.item.setLabel("left", html.escape(f"{self.stream}{unit}"), color=style.FOREGROUND)
-        elif s is not None:
-            labels = s.labels or tuple(f"{self.stream}[{i}]" for i in range(int(np.prod(s.shape or (1,)))))
-            # Thinned like a heatmap's: 49 frequency labels on 250 pixels are a black smear.
-            every = max(1, -(-len(labels) // WATERFALL_MAX_LABELS))
-            ticks = [(i + 0.5, labels[i]) for i in range(0, len(labels), every)]
-            self.item.getAxis("left").setTicks([ticks])
-            style.fit_axis_to_labels(self.item.getAxis("left"), [t for _, t in ticks])
+        #: row names of a vector waterfall (thinned to fit on the axis)
+        self.row_names: tuple[str, ...] = ()
+        self._rows_shown: list[tuple[float, str]] = []
+        if not self.is_histogram and s is not None:
+            self.row_names = s.labels or tuple(
+                f"{self.stream}[{i}]" for i in range(int(np.prod(s.shape or (1,))))
+            )
             self.item.setLabel("left", "")
+            self._set_row_ticks()
+            self.item.getViewBox().sigResized.connect(self._set_row_ticks)
+        self._levels: tuple[float, float] | None = None
         self.data: np.ndarray | None = None  # the last image drawn, (rows, cols)
         self.scale = SymlogScale(0.0)  # identity until a spectrum with non-uniform bins arrives
         self._ref_curve = pg.PlotDataItem(pen=pg.mkPen("w", width=2, style=pg.QtCore.Qt.PenStyle.DashLine))
@@ -192,11 +212,41 @@ class WaterfallView(SnapshotViewMixin, PlotView):
         # the very part of the image where the spectrum meets it.
         self._ref_text = pg.TextItem(color="w", anchor=(1, 1), fill=pg.mkBrush(0, 0, 0, 120))
         self._ref_text.setZValue(31)
+        self._ref_text.setFont(style.font(style.TEXT_PT, self.text_scale))
         self._ref_text.hide()
         self.item.addItem(self._ref_text, ignoreBounds=True)
+        self._ref_end: tuple[float, float] | None = None
+        vb = self.item.getViewBox()
+        vb.sigResized.connect(self.place_reference_badge)
+        vb.sigRangeChanged.connect(self.place_reference_badge)
 
     def _y_label(self) -> str:
         return ""
+
+    def _plot_axes(self) -> tuple[pg.AxisItem, ...]:
+        return (self.colourbar.getAxis("right"),)
+
+    def _apply_text_scale(self) -> None:
+        super()._apply_text_scale()
+        self._ref_text.setFont(style.font(style.TEXT_PT, self.text_scale))
+        self.place_reference_badge()
+        self._rows_shown = []
+        self._set_row_ticks()
+        textfit.fit_colourbar(self.colourbar)
+
+    def _set_row_ticks(self, *_: object) -> None:
+        """A vector's row names, thinned so they do not overlap (49 labels on 60 pixels are a smear)."""
+        if not self.row_names:
+            return
+        vb = self.item.getViewBox()
+        ticks = textfit.cell_ticks(
+            self.row_names, len(self.row_names), vb.height(), self.text_scale, most=WATERFALL_MAX_LABELS
+        )
+        if ticks != self._rows_shown:
+            self._rows_shown = ticks
+            left = self.item.getAxis("left")
+            left.setTicks([ticks])
+            style.fit_axis_to_labels(left, [t for _, t in ticks])
 
     def _redraw(self) -> None:
         snaps = self.snaps.get(self.shown_run(), self.stream)
@@ -243,6 +293,9 @@ class WaterfallView(SnapshotViewMixin, PlotView):
         # Empty bins (NaN) go below the colour range: drawn in the map's darkest colour.
         self.image.setImage(np.nan_to_num(img, nan=vmin), autoLevels=False)
         self.colourbar.setLevels((vmin, vmax))
+        if (vmin, vmax) != self._levels:
+            self._levels = (vmin, vmax)
+            textfit.fit_colourbar(self.colourbar)
         x0 = float(steps[0])
         self.image.setRect(pg.QtCore.QRectF(x0 - dx / 2, y0, dx * n_cols, height))
         self._draw_reference()
@@ -269,8 +322,45 @@ class WaterfallView(SnapshotViewMixin, PlotView):
         y = self.scale(raw) if self.is_histogram else raw
         self._ref_curve.setData(x, y, connect="finite")
         self._ref_text.setText(f"{self.reference} = {raw[-1]:.4g}")
-        self._ref_text.setPos(float(x[-1]), float(y[-1]))
+        self._ref_end = (float(x[-1]), float(y[-1]))
         self._ref_text.setVisible(bool(np.isfinite(y[-1])))
+        self.place_reference_badge()
+
+    def _draw_event(self, event: Event) -> None:
+        super()._draw_event(event)
+        self.place_reference_badge()
+
+    def _draw_cursor(self, step: int | None) -> None:
+        super()._draw_cursor(step)
+        self.place_reference_badge()
+
+    def place_reference_badge(self, *_: object) -> None:
+        """Put the reference's name at the end of its line, inside the plot and uncrossed.
+
+        Above the line's end (below it when there is no room above), its right edge just
+        left of the end; moved further left while a marker (the replay cursor at the last
+        step, an event) would cross it.
+        """
+        badge, end = self._ref_text, self._ref_end
+        vb = self.item.getViewBox()
+        if end is None or not badge.isVisible() or vb.width() <= 0:
+            return
+        box = vb.sceneBoundingRect()
+        size = badge.textItem.boundingRect()
+        p = vb.mapViewToScene(QtCore.QPointF(*end))
+        right = min(p.x() - 4, box.right() - 2)
+        lines = [*self._event_lines, *([self._cursor_line] if self._cursor_line is not None else [])]
+        marks = sorted(
+            (ln.mapToScene(QtCore.QPointF(0, 0)).x() for ln in lines if ln.isVisible()), reverse=True
+        )
+        for mx in marks:  # right to left: each marker in the way pushes the badge past it
+            if right - size.width() - 3 <= mx <= right + 3:
+                right = mx - 5
+        right = max(right, box.left() + size.width() + 2)
+        top = p.y() - size.height() - 2 if p.y() - size.height() - 2 >= box.top() else p.y() + 2
+        top = min(max(top, box.top() + 1), box.bottom() - size.height() - 1)
+        badge.setAnchor((1, 0))
+        badge.setPos(vb.mapSceneToView(QtCore.QPointF(right, top)))
 
     def x_pos(self, step: float) -> float | None:
         # An image is drawn on a linear step axis; log_x is not applied to waterfalls.

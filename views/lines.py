@@ -3,12 +3,15 @@
 Hovering the plot shows every series' value at the step under the cursor; a smoothing
 control draws a debiased EMA (TensorBoard's) computed on the full-resolution rows as
 they arrive, before any thinning, so the smoothed past never changes when more data
-comes (tensorboard#1518).
+comes (tensorboard#1518). With several seeds of one preset open, a band (mean ± s.d.
+across the seeds, per series) is drawn over the faded runs; the tool row's "band"
+button turns it off.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import html
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pyqtgraph as pg
@@ -17,10 +20,11 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from dynlab.frames import Stream
 from dynlab.viewspec import ViewSpec
 
-from . import style
+from . import style, textfit
 from .buffers import PeakPyramid, SeriesBuffer
 from .follow import RangeFollower
 from .plotview import PlotView
+from .seedband import RUN_OPACITY_UNDER_BAND, BandItems, seed_band
 
 #: EMA weight of the smoothed line (TensorBoard's slider at 0.9).
 SMOOTH_WEIGHT = 0.9
@@ -70,7 +74,7 @@ class LinesView(PlotView):
         self.item.setLogMode(x=view.log_x, y=view.log_y)
         self._build_smoothing_control()
         self._build_hover()
-        self.legend = style.add_legend(self.item)
+        self.legend = style.add_legend(self.item, self.text_scale)
         self._series: dict[tuple[str, str], _Series] = {}
         # Colour index of each (stream, column) so runs of one series share a colour.
         self._colour_of: dict[tuple[str, int], int] = {}
@@ -81,6 +85,19 @@ class LinesView(PlotView):
                 n += 1
         self.n_series = n
         self._legend_corner = 0
+        self._bands: dict[tuple[str, int], BandItems] = {}
+        self._band_stamp: dict[str, tuple[int, ...]] = {}  # rows per seed when last computed
+        self._band_choice: bool | None = None  # the user's toggle; None: on with >= 2 seeds
+        self._legend_key: tuple = ()
+        self._legend_samples: list[pg.PlotDataItem] = []
+        self.band_button = self.tool_button(
+            "band",
+            "Mean ± s.d. across the seeds of this preset (aligned by step: only steps every seed has)",
+            self.set_band,
+            toggle=True,
+            index=2,  # after the smoothing box
+        )
+        self.band_button.setVisible(False)
         # Re-place the legend when the axes change (autorange after new data, zoom, resize).
         vb = self.item.getViewBox()
         vb.sigRangeChanged.connect(self._place_legend)
@@ -137,7 +154,9 @@ class LinesView(PlotView):
     def _make_curves(self, run: str, name: str, series: _Series) -> None:
         r = self.run_index(run)
         if name == self.reference:
-            pen = pg.mkPen(style.REFERENCE_COLOUR, width=1.5, style=pg.QtCore.Qt.PenStyle.DashLine)
+            # Each run's reference in its own colour and dash: seeds added with "+ Seed"
+            # (or overlaid recordings) each keep a threshold of their own.
+            pen = style.reference_pen(r)
             curve = style.add_fast_curve(self.item, pen, f"{name} (reference){self.run_suffix(run)}")
             curve.setZValue(20)
             series.raw.append(curve)
@@ -179,7 +198,170 @@ class LinesView(PlotView):
             for curve in (*series.raw, *series.smooth):
                 self.item.removeItem(curve)
         self._series.clear()
+        self._remove_bands()
         self.legend.clear()
+        self._legend_key = ()
+
+    # ------------------------------------------------------------------ seed band
+    def set_seed_runs(self, runs: Sequence[str]) -> None:
+        super().set_seed_runs(runs)
+        self.band_button.setVisible(len(self.seed_runs) >= 2)
+        self._sync_band_button()
+        self._band_stamp.clear()
+
+    def band_shown(self) -> bool:
+        """Whether the band is drawn: on with two or more seeds unless the user turned it off."""
+        return len(self.seed_runs) >= 2 and self._band_choice is not False
+
+    def set_band(self, on: bool) -> None:
+        """Show or hide the seed band (the runs are drawn full again when it is off)."""
+        self._band_choice = bool(on)
+        self._sync_band_button()
+        self._band_stamp.clear()
+        self._dirty = True
+        self.refresh()
+
+    def _sync_band_button(self) -> None:
+        self.band_button.blockSignals(True)
+        self.band_button.setChecked(self.band_shown())
+        self.band_button.blockSignals(False)
+
+    def band_data(self, name: str, k: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``(steps, mean, s.d.)`` of column ``k`` of a stream across the seeds, as drawn (or None)."""
+        items = self._bands.get((name, k))
+        if items is None or items.band is None:
+            return None
+        b = items.band
+        return b.steps.copy(), b.mean.copy(), b.sd.copy()
+
+    def _draw_bands(self) -> None:
+        if not self.band_shown():
+            if self._bands:
+                self._remove_bands()
+                self._fade_seed_runs(False)
+            return
+        for name in self.stream_names:
+            parts = [self._series.get((r, name)) for r in self.seed_runs]
+            seeds = [p.buffer for p in parts if p is not None and p.buffer.n]
+            stamp = tuple(b.n for b in seeds)
+            if len(seeds) < 2 or self._band_stamp.get(name) == stamp:
+                continue
+            self._band_stamp[name] = stamp
+            labels = self.series_names(name)
+            for k in range(seeds[0].width):
+                # With smoothing on, the band spreads the smoothed runs (what the eye compares).
+                cols = [(b.ema if b.ema is not None else b.values)[:, k] for b in seeds]
+                band = seed_band([b.steps for b in seeds], cols)
+                items = self._bands.get((name, k))
+                if items is None:
+                    c = self._colour_of.get((name, k), k)
+                    label = labels[k] if k < len(labels) else ""
+                    if self.n_series > style.RAMP_ABOVE and c not in (0, self.n_series - 1):
+                        label = ""
+                    items = BandItems(
+                        self.item,
+                        c,
+                        self.n_series,
+                        (label + (" (EMA)" if self.smooth_weight > 0 else "")) if label else None,
+                    )
+                    self._bands[(name, k)] = items
+                items.set_data(band, self.log_y)
+        self._fade_seed_runs(True)
+
+    def _fade_seed_runs(self, fade: bool) -> None:
+        """Under a band the single seeds are drawn faint (the legend then names the band)."""
+        for (run, _), series in self._series.items():
+            if run in self.seed_runs and run not in self.ghosts:
+                for curve in (*series.raw, *series.smooth):
+                    curve.setOpacity(RUN_OPACITY_UNDER_BAND if fade else 1.0)
+
+    def _remove_bands(self) -> None:
+        for items in self._bands.values():
+            items.remove()
+        self._bands.clear()
+        self._band_stamp.clear()
+
+    # ------------------------------------------------------------------ legend
+    def _plain_entries(self) -> list[tuple[pg.PlotDataItem, str]]:
+        """One entry per named curve (``sgd [run]``), the band's means instead of banded seeds."""
+        banded = set(self.seed_runs) if self._bands else set()
+        out = [
+            (curve, curve.name())
+            for (run, _), series in self._series.items()
+            if run not in banded
+            for curve in (*series.raw, *series.smooth)
+            if curve.name()
+        ]
+        out += [(b.mean, b.mean.name()) for b in self._bands.values() if b.mean.name()]
+        if self._bands:
+            out.append(self._band_entry())
+        return out
+
+    def _band_entry(self) -> tuple[pg.PlotDataItem, str]:
+        """The legend line that says what the bold lines and the shading are."""
+        n = len([r for r in self.seed_runs if r in self._run_data])
+        sample = pg.PlotDataItem(pen=pg.mkPen("#555555", width=2.2))
+        return sample, f"mean ± s.d. over {n} seeds"
+
+    def _factored_entries(self) -> list[tuple[pg.PlotDataItem, str]]:
+        """One entry per series (its colour) and one per run (its dash): 5 + 3, not 5 x 3."""
+        smooth = self.smooth_weight > 0
+        out: list[tuple[pg.PlotDataItem, str]] = []
+        seen: set[int] = set()
+        for _, name in self._series:
+            if name == self.reference:
+                continue
+            for k, label in enumerate(self.series_names(name)):
+                c = self._colour_of.get((name, k), k)
+                if c in seen or (self.n_series > style.RAMP_ABOVE and c not in (0, self.n_series - 1)):
+                    continue
+                seen.add(c)
+                pen = style.series_pen(c, 0, width=2.0 if smooth else 1.5, n=self.n_series)
+                out.append((pg.PlotDataItem(pen=pen), label + (" (EMA)" if smooth else "")))
+        banded = set(self.seed_runs) if self._bands else set()
+        grey = pg.mkColor("#555555")
+        runs = [r for r in self.runs if r in self._run_data and r not in banded]
+        for r in runs:
+            pen = pg.mkPen(grey, width=1.5, style=style.RUN_STYLES[self.run_index(r) % len(style.RUN_STYLES)])
+            item = pg.PlotDataItem(pen=pen)
+            if r in self.ghosts:
+                item.setOpacity(GHOST_OPACITY)
+            out.append((item, html.escape(self.runs.get(r) or r or "run", quote=False)))
+        if self._bands:
+            out.append(self._band_entry())
+        for (run, name), series in self._series.items():
+            if name == self.reference and run not in banded:
+                out += [(curve, curve.name()) for curve in series.raw if curve.name()]
+        return out
+
+    def _sync_legend(self) -> None:
+        """Rebuild the legend when what it lists changed (a run, a series, the band).
+
+        Overlaid runs list each series once (colour) and each run once (dash) when that
+        takes no more entries than naming every series of every run (``sgd [run]``).
+        """
+        plain = self._plain_entries()
+        with_data = [r for r in self.runs if r in self._run_data]
+        entries = plain
+        if len(with_data) > 1:
+            # Factored whenever it lists no more entries (its entries are shorter too).
+            per_run = self._factored_entries()
+            if len(per_run) <= len(plain):
+                entries = per_run
+        factored = entries is not plain
+        key = (factored, tuple(name for _, name in entries), tuple(id(i) for i, _ in plain))
+        if key == self._legend_key and len(self.legend.items) == len(entries):
+            return
+        self._legend_key = key
+        self._legend_samples = [item for item, _ in entries]  # unattached samples live here
+        self.legend.clear()
+        for item, name in entries:
+            self.legend.addItem(item, name)
+        style.scale_legend(self.legend, self.text_scale)
+
+    def set_log(self, x: bool | None = None, y: bool | None = None) -> None:
+        self._band_stamp.clear()  # a band's lower edge is drawn differently on a log axis
+        super().set_log(x, y)
 
     # ------------------------------------------------------------------ drawing
     def _redraw(self) -> None:
@@ -201,6 +383,8 @@ class LinesView(PlotView):
                 curve.setData(x=x, y=values[:, k])
             for k, curve in enumerate(series.smooth):
                 curve.setData(x=x, y=ema[:, k])
+        self._draw_bands()
+        self._sync_legend()
         # One entry repeats the axis label: show the legend only when it tells series apart.
         self.legend.setVisible(len(self.legend.items) > 1)
         self._place_legend()
@@ -281,7 +465,18 @@ class LinesView(PlotView):
         if not args and self._legend_rows and rows < 1.05 * self._legend_rows:
             return
         self._legend_rows = rows
+        vb = self.item.getViewBox()
+        if self.legend.isVisible():
+            textfit.fit_legend_columns(self.legend, vb.width(), vb.height())
         self._legend_corner = style.place_legend(self.legend, self.item, self._legend_corner)
+        self.place_event_labels()
+
+    def _apply_text_scale(self) -> None:
+        super()._apply_text_scale()
+        style.scale_legend(self.legend, self.text_scale)
+        self.hover_label.setStyleSheet(self._hover_style())
+        self.smooth_box.setStyleSheet(f"font-size: {style.pt(style.SMALL_PT, self.text_scale)}pt;")
+        self._place_legend(True)  # text size changed: place it again whatever the rows did
 
     def series_data(self, name: str, run: str = "") -> tuple[np.ndarray, np.ndarray]:
         """Buffered ``(steps, values)`` of a stream (values ``(n, width)``), for tests and export."""
@@ -299,7 +494,7 @@ class LinesView(PlotView):
 
     # ------------------------------------------------------------------ smoothing
     def _build_smoothing_control(self) -> None:
-        self.smooth_box = _ToolSpin()
+        self.smooth_box = _ToolSpin(self.text_scale)
         self.smooth_box.setRange(0.0, 0.999)
         self.smooth_box.setDecimals(3)
         self.smooth_box.setSingleStep(0.05)
@@ -347,10 +542,7 @@ class LinesView(PlotView):
         # Plain text floating over the plot, beside the cursor; it never moves the layout.
         self.hover_label = QtWidgets.QLabel(self.plot)
         self.hover_label.setTextFormat(QtCore.Qt.TextFormat.PlainText)
-        self.hover_label.setStyleSheet(
-            "QLabel { background: rgba(255, 255, 255, 225); color: #111; border: 1px solid #999;"
-            " padding: 2px 4px; font-family: monospace; font-size: 8pt; }"
-        )
+        self.hover_label.setStyleSheet(self._hover_style())
         self.hover_label.setAttribute(QtCore.Qt.WidgetAttribute.WA_TransparentForMouseEvents)
         self.hover_label.hide()
         self._hover_line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#888888", width=1))
@@ -370,6 +562,12 @@ class LinesView(PlotView):
                 # Event markers keep their own tooltips; nothing else pops up over the data.
                 return not any(it.toolTip() for it in self.plot.items(pos) if it is not self._hover_line)
         return super().eventFilter(obj, event)
+
+    def _hover_style(self) -> str:
+        return (
+            "QLabel { background: rgba(255, 255, 255, 225); color: #111; border: 1px solid #999;"
+            f" padding: 2px 4px; font-family: monospace; font-size: {style.pt(style.SMALL_PT, self.text_scale)}pt; }}"
+        )
 
     def hide_hover(self) -> None:
         self.hover_label.hide()
@@ -478,10 +676,10 @@ def _fmt(v: float) -> str:
 class _ToolSpin(QtWidgets.QDoubleSpinBox):
     """A small spin box for the tool row that takes the wheel only when focused."""
 
-    def __init__(self) -> None:
+    def __init__(self, scale: float = 1.0) -> None:
         super().__init__()
         self.setFocusPolicy(QtCore.Qt.FocusPolicy.StrongFocus)
-        self.setStyleSheet("font-size: 8pt;")
+        self.setStyleSheet(f"font-size: {style.pt(style.SMALL_PT, scale)}pt;")
 
     def wheelEvent(self, event: QtGui.QWheelEvent) -> None:  # noqa: N802 - Qt API
         if not self.hasFocus():

@@ -19,7 +19,7 @@ from PySide6 import QtWidgets
 from dynlab.frames import Event, Stream
 from dynlab.viewspec import ViewSpec
 
-from . import style
+from . import style, textfit
 from .base import StreamView
 
 #: Events every run has at its first and last step: a marker there says nothing (the
@@ -48,7 +48,7 @@ class PlotView(StreamView):
         super().__init__(view, streams, parent)
         first = self.streams[self.stream_names[0]] if self.stream_names else None
         units = first.units if first and self.y_units_on_axis else ""
-        self.plot = style.make_plot(view.title, self.x_label, self._y_label(), units)
+        self.plot = style.make_plot(view.title, self.x_label, self._y_label(), units, scale=self.text_scale)
         self.item: pg.PlotItem = self.plot.getPlotItem()
         self._event_lines: list[pg.InfiniteLine] = []
         self._cursor_line: pg.InfiniteLine | None = None
@@ -56,9 +56,30 @@ class PlotView(StreamView):
         self.log_x, self.log_y = view.log_x, view.log_y
         self._finish_layout(self.plot)
         self._build_toolbar()
+        self.item.getViewBox().sigResized.connect(self._fit_axis_labels)
+        self.item.getViewBox().sigResized.connect(self._fit_title)
+        #: the plot's title in full (shown elided when the plot is narrower)
+        self.title = view.title
 
     def _y_label(self) -> str:
         return self.stream_names[0] if len(self.stream_names) == 1 else ""
+
+    def set_title(self, title: str) -> None:
+        """Show ``title`` over the plot (elided to the plot's width)."""
+        self.title = title
+        self._fit_title()
+
+    def _fit_title(self, *_: object) -> None:
+        # The title spans the data's column: elide it to that width, never widen the plot.
+        vb = self.item.getViewBox()
+        room = vb.width() if vb.width() > 0 else self.plot.width()
+        textfit.fit_title(self.item, self.title, room, self.text_scale)
+
+    def _fit_axis_labels(self, *_: object) -> None:
+        """Elide axis labels longer than their axis (a short dock, presentation mode)."""
+        vb = self.item.getViewBox()
+        textfit.fit_axis_label(self.item.getAxis("left"), vb.height())
+        textfit.fit_axis_label(self.item.getAxis("bottom"), vb.width())
 
     # --------------------------------------------------------------- time axis
     def x_pos(self, step: float) -> float | None:
@@ -78,10 +99,16 @@ class PlotView(StreamView):
         )
         # Stagger labels so markers close together stay readable.
         label_pos = 0.92 - 0.12 * (len(self._event_lines) % 4)
-        line = style.vline(pos, colour, event.label, label_pos=label_pos)
+        line = textfit.vline(pos, colour, event.label, label_pos=label_pos, scale=self.text_scale)
         line.setToolTip(style.plain_tip(f"step {event.step}: {event.label}"))
         self.item.addItem(line, ignoreBounds=True)
         self._event_lines.append(line)
+
+    def place_event_labels(self) -> None:
+        """Move event labels off the legend and inside the plot (after the legend moved)."""
+        for line in self._event_lines:
+            if line.label is not None:
+                line.label.updatePosition()
 
     def _clear_events(self) -> None:
         for line in self._event_lines:
@@ -97,7 +124,7 @@ class PlotView(StreamView):
                 self._cursor_line.hide()
             return
         if self._cursor_line is None:
-            self._cursor_line = style.vline(pos, style.CURSOR_COLOUR, dashed=False)
+            self._cursor_line = textfit.vline(pos, style.CURSOR_COLOUR, dashed=False)
             self._cursor_line.setPen(pg.mkPen(style.CURSOR_COLOUR, width=2))
             self.item.addItem(self._cursor_line, ignoreBounds=True)
         self._cursor_line.setValue(pos)
@@ -171,19 +198,46 @@ class PlotView(StreamView):
         )
         self._layout.insertLayout(self._layout.indexOf(self.plot), self.toolbar)
 
-    def tool_button(self, text: str, tip: str, slot: Callable[..., object]) -> QtWidgets.QToolButton:
-        """A small flat button appended to the view's tool row."""
+    def tool_button(
+        self, text: str, tip: str, slot: Callable[..., object], *, toggle: bool = False, index: int = -1
+    ) -> QtWidgets.QToolButton:
+        """A small flat button in the view's tool row, at ``index`` (-1: last).
+
+        With ``toggle`` the button is checkable and ``slot`` gets the new state.
+        """
         b = QtWidgets.QToolButton()
         b.setText(text)
         b.setToolTip(tip)
         b.setAutoRaise(True)
-        b.setStyleSheet("QToolButton { font-size: 8pt; padding: 0 3px; }")
-        if text.startswith("log"):
+        b.setStyleSheet(self._tool_style())
+        if toggle or text.startswith("log"):
+            b.setCheckable(True)
             b.toggled.connect(slot)
         else:
             b.clicked.connect(lambda *_: slot())
-        self.toolbar.addWidget(b)
+        self.toolbar.insertWidget(index, b)
         return b
+
+    def _tool_style(self) -> str:
+        return f"QToolButton {{ font-size: {style.pt(style.SMALL_PT, self.text_scale)}pt; padding: 0 3px; }}"
+
+    def _plot_axes(self) -> tuple[pg.AxisItem, ...]:
+        """Axes besides left and bottom whose texts scale (a colour bar's)."""
+        return ()
+
+    def _apply_text_scale(self) -> None:
+        super()._apply_text_scale()
+        style.scale_plot_texts(self.item, self.text_scale, self._plot_axes())
+        self._fit_title()
+        for i in range(self.toolbar.count()):
+            w = self.toolbar.itemAt(i).widget()
+            if isinstance(w, QtWidgets.QToolButton):
+                w.setStyleSheet(self._tool_style())
+        for line in self._event_lines:
+            if line.label is not None:
+                line.label.setFont(style.font(style.TEXT_PT, self.text_scale))
+                line.label.updatePosition()
+        self._fit_axis_labels()
 
     def set_log(self, x: bool | None = None, y: bool | None = None) -> None:
         """Switch the axes between log and linear; event markers and the cursor follow."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import html
+import math
 import os
 from collections.abc import Iterable, Mapping
 
@@ -119,12 +120,12 @@ class PointsView(SnapshotViewMixin, StreamView):
     ) -> None:
         super().__init__(view, streams, parent)
         self.note = QtWidgets.QLabel()
-        self.note.setStyleSheet("color: #a05000; font-size: 9pt;")
         self.note.setVisible(False)
         self.legend_label = QtWidgets.QLabel()
         self.legend_label.setTextFormat(pg.QtCore.Qt.TextFormat.RichText)
         self.legend_label.setVisible(False)
         self.title_label = QtWidgets.QLabel(f"<b>{html.escape(view.title)}</b>")
+        self._style_labels()
         self._layout.addWidget(self.title_label)
         self._layout.addWidget(self.legend_label)
         self._layout.addWidget(self.note)
@@ -137,6 +138,16 @@ class PointsView(SnapshotViewMixin, StreamView):
         self.groups: list[str] = []
         self.labels: list[str] = []
         self.shown_step: int | None = None
+
+    def _style_labels(self) -> None:
+        size = style.pt(style.TEXT_PT, self.text_scale)
+        self.note.setStyleSheet(f"color: #a05000; font-size: {size}pt;")
+        self.legend_label.setStyleSheet(f"font-size: {size}pt;")
+        self.title_label.setStyleSheet(f"font-size: {style.pt(style.TITLE_PT, self.text_scale)}pt;")
+
+    def _apply_text_scale(self) -> None:
+        super()._apply_text_scale()
+        self._style_labels()
 
     def _current(self) -> tuple[int, np.ndarray, list[str], list[str]] | None:
         run = self.shown_run()
@@ -233,7 +244,9 @@ class PointsView2D(PointsView):
         self._texts: list[pg.TextItem] = []
         self._lines2d: pg.PlotDataItem | None = None
         self._drawn2d: np.ndarray | None = None  # 2-D positions drawn (for hover)
-        self._legend_corner = 0
+        # The groups are named in a line of text above the plot, as in 3-D: a legend box
+        # inside would sit on the points, which gather in the middle of an equal-aspect plot.
+        self.legend_label.setVisible(True)
         self._basis: np.ndarray | None = None
 
     def _draw(self, pts: np.ndarray, groups: list[str], labels: list[str]) -> None:
@@ -247,19 +260,28 @@ class PointsView2D(PointsView):
         self.note.setText(self.projection_note)
         self.note.setVisible(dim == 3)
         cols = self._axis_names()
-        self.plot = style.make_plot("", "PC1" if dim == 3 else cols[0], "PC2" if dim == 3 else cols[1])
+        self.plot = style.make_plot(
+            "", "PC1" if dim == 3 else cols[0], "PC2" if dim == 3 else cols[1], scale=self.text_scale
+        )
         self.plot.getPlotItem().setAspectLocked(dim == 3 or same_units(pts))
-        self._legend = style.add_legend(self.plot.getPlotItem())
-        self.plot.getPlotItem().getViewBox().sigRangeChanged.connect(self._place_legend)
         self._holder_layout.addWidget(self.plot)
         self.hover = QtWidgets.QLabel(" ")
         self.hover.setTextFormat(pg.QtCore.Qt.TextFormat.PlainText)  # point labels come from files
-        self.hover.setStyleSheet("color: #222; font-size: 9pt;")
+        self.hover.setStyleSheet(self._hover_style())
         self._holder_layout.addWidget(self.hover)
         self.plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
 
-    def _place_legend(self, *_: object) -> None:
-        self._legend_corner = style.place_legend(self._legend, self.plot.getPlotItem(), self._legend_corner)
+    def _hover_style(self) -> str:
+        return f"color: #222; font-size: {style.pt(style.TEXT_PT, self.text_scale)}pt;"
+
+    def _apply_text_scale(self) -> None:
+        super()._apply_text_scale()
+        if self.plot is None:
+            return  # made at the first data, at the scale of that moment
+        style.scale_plot_texts(self.plot.getPlotItem(), self.text_scale)
+        self.hover.setStyleSheet(self._hover_style())
+        for t in self._texts:
+            t.setFont(style.font(style.TEXT_PT, self.text_scale))
 
     def _axis_names(self) -> tuple[str, str]:
         """x and y axis names: the first stream's ``cols`` when it names two, else x / y."""
@@ -321,15 +343,23 @@ class PointsView2D(PointsView):
         else:
             self._lines2d.setData([], [])
         self._drawn2d = pts
-        self._place_legend()
         labels = shown_labels(labels)
         while len(self._texts) < len(labels):
-            t = pg.TextItem(color=style.FOREGROUND, anchor=(-0.1, 1.0))
+            # Over every marker: a neighbour's marker never hides a label.
+            t = pg.TextItem(color=style.FOREGROUND, anchor=(0, 0.5))
+            t.setZValue(60)
+            t.setFont(style.font(style.TEXT_PT, self.text_scale))
             item.addItem(t)
             self._texts.append(t)
         for i, t in enumerate(self._texts):
             if i < len(labels) and labels[i]:
-                t.setText(labels[i])
+                # Level with its marker and past its edge in pixels, at any zoom: a label
+                # beside a big (ETF) marker otherwise starts under it.
+                pad = max(group_size(g) for g in groups) // 2 + 3  # the biggest marker may coincide
+                t.setHtml(
+                    f'<div style="margin-left:{pad}px"><span style="background-color: rgba(255,255,255,60%)">'
+                    f"{html.escape(labels[i])}</span></div>"
+                )
                 t.setPos(float(pts[i, 0]), float(pts[i, 1]))
                 t.show()
             else:
@@ -375,9 +405,21 @@ class PointsView3D(PointsView):
             parent=self._scene_view.scene, connect="segments", color=(0.35, 0.35, 0.35, 1.0), width=1.5
         )
         self._text3d = scene.visuals.Text(
-            parent=self._scene_view.scene, color="black", font_size=9, anchor_x="left", anchor_y="bottom"
+            parent=self._scene_view.scene,
+            color="black",
+            font_size=style.pt(style.TEXT_PT, self.text_scale),
+            anchor_x="left",
+            anchor_y="center",
         )
+        # Labels last and never depth-tested: a marker drawn later must not cover its label.
+        self._text3d.set_gl_state("translucent", depth_test=False)
+        self._text3d.order = 10
         self._axes = scene.visuals.XYZAxis(parent=self._scene_view.scene)
+
+    def _apply_text_scale(self) -> None:
+        super()._apply_text_scale()
+        self._text3d.font_size = style.pt(style.TEXT_PT, self.text_scale)
+        self.canvas.update()
 
     def _draw_3d(self, pts: np.ndarray, groups: list[str], labels: list[str]) -> None:
         pts = pts.astype(np.float32)
@@ -400,8 +442,14 @@ class PointsView3D(PointsView):
         labels = shown_labels(labels)
         shown = [i for i, lab in enumerate(labels) if lab]
         if shown:
-            self._text3d.text = [labels[i] for i in shown]
-            self._text3d.pos = pts[shown] + 0.07 * scale  # beside the marker, not under it
+            # Beside the marker in screen space, whatever the camera's angle: the text starts
+            # past the biggest marker's radius (points coincide once collapse is reached, and
+            # an offset in data units vanishes when the view looks along it).
+            widest = float(sizes.max())
+            self._text3d.text = [
+                label_beside_marker(labels[i], widest, self._text3d.font_size) for i in shown
+            ]
+            self._text3d.pos = pts[shown]
         self._text3d.visible = bool(shown)
         # Refit only when the cloud's size changes a lot, so the user's zoom survives.
         if not (self._fit_scale / 1.6 < scale < self._fit_scale * 1.6):
@@ -417,6 +465,15 @@ class PointsView3D(PointsView):
         # QWidget.grab renders the QOpenGLWidget's framebuffer too; draw first so it is current.
         self.canvas.render()
         return self.grab()
+
+
+def label_beside_marker(label: str, marker_px: float, font_pt: float) -> str:
+    """``label`` led by enough spaces to start just past a marker ``marker_px`` wide.
+
+    A space is about 0.3 em; points are taken at 96 dpi (vispy's default).
+    """
+    space_px = 0.3 * font_pt * 96 / 72
+    return " " * math.ceil((marker_px / 2 + 3) / space_px) + label
 
 
 def _scale_transform(s: float):  # noqa: ANN202 - vispy transform

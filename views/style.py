@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6 import QtCore
+from PySide6 import QtCore, QtGui
 
 # Tableau 10: distinct, colour-blind-tolerant, readable on white.
 PALETTE: tuple[str, ...] = (
@@ -34,10 +34,50 @@ RUN_STYLES: tuple[QtCore.Qt.PenStyle, ...] = (
     QtCore.Qt.PenStyle.DotLine,
     QtCore.Qt.PenStyle.DashDotLine,
 )
+#: Reference lines (2/lr, a bound) per run: dark, and each overlaid run in its own dash.
+REFERENCE_COLOURS: tuple[str, ...] = ("#222222", "#7a5c00", "#00606f", "#6f005f")
+REFERENCE_STYLES: tuple[QtCore.Qt.PenStyle, ...] = (
+    QtCore.Qt.PenStyle.DashLine,
+    QtCore.Qt.PenStyle.DotLine,
+    QtCore.Qt.PenStyle.DashDotLine,
+    QtCore.Qt.PenStyle.DashDotDotLine,
+)
 EVENT_COLOUR = "#555555"
 CURSOR_COLOUR = "#d62728"
 REFERENCE_COLOUR = "#222222"
 FOREGROUND = "k"
+
+
+#: Point sizes of the views' texts at scale 1; presentation mode multiplies them all.
+TITLE_PT, TEXT_PT, SMALL_PT = 10.0, 9.0, 8.0
+_text_scale = 1.0
+
+
+def text_scale() -> float:
+    """The factor every view text is drawn at (1; 1.5 in presentation mode)."""
+    return _text_scale
+
+
+def set_text_scale(factor: float) -> None:
+    """Set the factor views made from now on draw their texts at (``StreamView.set_text_scale``
+    rescales views that already exist)."""
+    global _text_scale
+    if not factor > 0:
+        raise ValueError(f"text scale must be > 0, got {factor!r}")
+    _text_scale = float(factor)
+
+
+def pt(base: float, scale: float | None = None) -> float:
+    """``base`` points at the current text scale (or at ``scale``)."""
+    return round(base * (_text_scale if scale is None else scale), 2)
+
+
+def font(base: float, scale: float | None = None, bold: bool = False) -> QtGui.QFont:
+    """The application's font at ``base`` points times the text scale."""
+    f = QtGui.QFont(QtGui.QGuiApplication.font())
+    f.setPointSizeF(pt(base, scale))
+    f.setBold(bold)
+    return f
 
 
 def colour(i: int) -> str:
@@ -66,6 +106,18 @@ def series_pen(i: int, run_index: int = 0, width: float = 1.5, alpha: int = 255,
     c.setAlpha(alpha)
     pen = pg.mkPen(c, width=width)
     pen.setStyle(RUN_STYLES[run_index % len(RUN_STYLES)])
+    return pen
+
+
+def reference_colour(run_index: int = 0) -> str:
+    """Colour of the ``run_index``-th run's reference line (cycles)."""
+    return REFERENCE_COLOURS[run_index % len(REFERENCE_COLOURS)]
+
+
+def reference_pen(run_index: int = 0, width: float = 1.5) -> pg.QtGui.QPen:
+    """Pen of the ``run_index``-th run's reference line: runs differ in colour and dash."""
+    pen = pg.mkPen(reference_colour(run_index), width=width)
+    pen.setStyle(REFERENCE_STYLES[run_index % len(REFERENCE_STYLES)])
     return pen
 
 
@@ -106,8 +158,10 @@ class ReadableAxis(pg.AxisItem):
         return out
 
 
-def make_plot(title: str = "", x_label: str = "step", y_label: str = "", y_units: str = "") -> pg.PlotWidget:
-    """A white ``PlotWidget`` with black labelled axes and a grid."""
+def make_plot(
+    title: str = "", x_label: str = "step", y_label: str = "", y_units: str = "", scale: float | None = None
+) -> pg.PlotWidget:
+    """A white ``PlotWidget`` with black labelled axes, its texts at ``scale`` (default: the current)."""
     axes = {name: ReadableAxis(name) for name in ("left", "bottom")}  # right/top stay hidden
     pw = pg.PlotWidget(background="w", axisItems=axes)
     item = pw.getPlotItem()
@@ -125,11 +179,38 @@ def make_plot(title: str = "", x_label: str = "step", y_label: str = "", y_units
         item.setLabel("left", html.escape(text), color=FOREGROUND)
     if title:
         # pyqtgraph titles are HTML: "(<= n = 6)" would otherwise swallow the rest.
-        item.setTitle(html.escape(title), color=FOREGROUND, size="10pt")
+        item.setTitle(html.escape(title), color=FOREGROUND, size=f"{pt(TITLE_PT, scale)}pt")
     # No grid: pyqtgraph replays every grid line from a QPicture on each repaint, and
     # measured beside a training run (bench/bench_ui.py) it doubled the event-loop p99.
     item.showGrid(x=False, y=False)
+    scale_plot_texts(item, scale)
     return pw
+
+
+def scale_plot_texts(
+    item: pg.PlotItem, scale: float | None = None, axes: tuple[pg.AxisItem, ...] = ()
+) -> None:
+    """Draw a plot's title, axis labels and tick labels (and those of ``axes``) at ``scale``.
+
+    pyqtgraph renders axis labels as HTML in a font fixed when they were made, so they are
+    given an explicit size; tick labels get an explicit font for the same reason.
+    """
+    for axis in (*(item.getAxis(n) for n in ("left", "bottom")), *axes):
+        axis.labelStyle = {**axis.labelStyle, "font-size": f"{pt(TEXT_PT, scale)}pt"}
+        axis.setTickFont(font(TEXT_PT, scale))
+        axis._updateLabel()  # noqa: SLF001 - re-renders the label with the new style
+    if item.titleLabel.text:
+        item.titleLabel.setText(item.titleLabel.text, size=f"{pt(TITLE_PT, scale)}pt")
+
+
+def scale_legend(legend: pg.LegendItem, scale: float | None = None) -> None:
+    """Draw a legend's labels at ``scale`` (new entries take the size too)."""
+    size = f"{pt(TEXT_PT, scale)}pt"
+    legend.opts["labelTextSize"] = size
+    for _, label in legend.items:
+        label.setAttr("size", size)
+        label.setText(label.text)
+    legend.updateSize()
 
 
 def fit_axis_to_labels(axis: pg.AxisItem, labels: list[str] | tuple[str, ...]) -> None:
@@ -144,11 +225,12 @@ def fit_axis_to_labels(axis: pg.AxisItem, labels: list[str] | tuple[str, ...]) -
     axis.setWidth(max(35, widest + 18))
 
 
-def add_legend(item: pg.PlotItem) -> pg.LegendItem:
-    """A legend with a translucent white box and black text."""
+def add_legend(item: pg.PlotItem, scale: float | None = None) -> pg.LegendItem:
+    """A legend with a translucent white box and black text at ``scale``."""
     return item.addLegend(
         offset=(-10, 10),
         labelTextColor=FOREGROUND,
+        labelTextSize=f"{pt(TEXT_PT, scale)}pt",
         brush=pg.mkBrush(255, 255, 255, 210),
         pen=pg.mkPen("#999999"),
     )
@@ -226,39 +308,14 @@ def plain_tip(text: str) -> str:
     return "<p style='white-space:pre-wrap'>" + html.escape(text) + "</p>"
 
 
-def vline(
-    pos: float, colour_: str, label: str = "", dashed: bool = True, label_pos: float = 0.92
-) -> pg.InfiniteLine:
-    """A vertical marker line with an optional label near the top of the plot."""
-    pen = pg.mkPen(colour_, width=1.2)
-    if dashed:
-        pen.setStyle(QtCore.Qt.PenStyle.DashLine)
-    # Horizontal text just right of the line: readable, and long labels are not clipped.
-    opts = {
-        "position": label_pos,
-        "color": colour_,
-        "movable": False,
-        # A faint fill: the label stays readable without blanking the curves under it.
-        "anchors": [(0, 0.5), (0, 0.5)],
-        "fill": pg.mkBrush(255, 255, 255, 110),
-    }
-    # pyqtgraph runs str.format on a marker's label: braces from a file's text
-    # (an HDF5 error quoting a heap id) must reach it escaped.
-    fmt = label.replace("{", "{{").replace("}", "}}")
-    line = pg.InfiniteLine(
-        pos=pos, angle=90, pen=pen, movable=False, label=fmt or None, labelOpts=opts if label else None
-    )
-    line.setZValue(50)
-    return line
-
-
-def style_colourbar(bar: pg.ColorBarItem, label: str) -> None:
+def style_colourbar(bar: pg.ColorBarItem, label: str, scale: float | None = None) -> None:
     """Black axis, ticks and label on a ``ColorBarItem`` (its defaults are for dark themes)."""
     axis = bar.getAxis("right")
     axis.setPen(pg.mkPen(FOREGROUND))
     axis.setTextPen(pg.mkPen(FOREGROUND))
     axis.enableAutoSIPrefix(False)
-    axis.setLabel(html.escape(label), color=FOREGROUND)
+    axis.setLabel(html.escape(label), color=FOREGROUND, **{"font-size": f"{pt(TEXT_PT, scale)}pt"})
+    axis.setTickFont(font(TEXT_PT, scale))
 
 
 def add_fast_curve(plot: pg.PlotItem, pen: pg.QtGui.QPen, name: str | None = None) -> pg.PlotDataItem:

@@ -14,6 +14,7 @@ from dynlab.recording import RecordingError
 from dynlab.ui.attach import attach_running
 from dynlab.ui.gallery import Gallery
 from dynlab.ui.hosts import add_host_menu
+from dynlab.ui.presentation import PRESENT_SCALE, set_text_scale
 from dynlab.ui.recent import find_recordings
 from dynlab.ui.recordings import recordings_dir
 from dynlab.ui.workspace import Workspace
@@ -109,6 +110,7 @@ class MainWindow(QtWidgets.QMainWindow):
         add_host_menu(self, r)  # thread / process / Ray, and the Ray cluster address
         v = mb.addMenu("&View")
         v.addAction("&Presentation mode", self.toggle_presentation, QtGui.QKeySequence("F11"))
+        v.addAction("&Reset layout", self.workspace.area.reset_layout)
         theme = v.addMenu("&Theme")
         theme.addAction("Light", lambda: self.set_theme("light"))
         theme.addAction("Dark", lambda: self.set_theme("dark"))
@@ -155,6 +157,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.show_error("Cannot start", str(exc))
             return False
         self.setWindowTitle(f"dynlab — {preset.title}")
+        self._rescale_if_presenting()
         return True
 
     def open_replay(self, path: str) -> bool:
@@ -166,6 +169,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.pages.setCurrentWidget(self.workspace)
         self.setWindowTitle(f"dynlab — replay {Path(path).name}")
         self.add_recent(path)
+        self._rescale_if_presenting()
         return True
 
     def open_sweep(self, folder: str) -> bool:
@@ -346,16 +350,27 @@ class MainWindow(QtWidgets.QMainWindow):
         self._paper.show()
 
     def toggle_presentation(self) -> None:
-        """Full screen, large fonts, controls hidden; Space, arrows and [ ] drive the replay."""
+        """Full screen, every text 1.5x larger, menus and status bar hidden.
+
+        A replay hides the side panel (Space, arrows and [ ] drive it); a live run keeps it,
+        large, so the talk can steer the run.
+        """
         self.presenting = not self.presenting
-        ws = self.workspace
-        ws.left_scroll.setVisible(not self.presenting)
+        self._show_presentation_panel()
         self.menuBar().setVisible(not self.presenting)
         self.statusBar().setVisible(not self.presenting)
-        font = QtWidgets.QApplication.font()
-        font.setPointSizeF(font.pointSizeF() * (1.5 if self.presenting else 1 / 1.5))
-        QtWidgets.QApplication.setFont(font)
+        set_text_scale(self, PRESENT_SCALE if self.presenting else 1.0)
         self.showFullScreen() if self.presenting else self.showNormal()
+
+    def _show_presentation_panel(self) -> None:
+        ws = self.workspace
+        ws.left_scroll.setVisible(not self.presenting or (bool(ws.steerable()) and ws.seekable() is None))
+
+    def _rescale_if_presenting(self) -> None:
+        """Texts set since presentation began (a new preset's views and header) at its scale."""
+        if self.presenting:
+            self._show_presentation_panel()
+            set_text_scale(self, PRESENT_SCALE)
 
     def set_theme(self, theme: str) -> None:
         import pyqtgraph as pg

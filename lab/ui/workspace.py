@@ -296,6 +296,13 @@ class Workspace(ReplayMixin, QtWidgets.QWidget):
                 v.add_run("", first.label)
         preset = self.preset.with_overrides(seed=seed, hyperparameters=dict(self.overrides))
         self._launch(f"seed{seed}", preset, f"seed {seed}")
+        self._mark_seed_runs()
+
+    def _mark_seed_runs(self) -> None:
+        """Tell the views which runs are seeds of this preset (line views band them)."""
+        seeds = [rid for rid in self.sources if rid == "" or rid.startswith("seed")]
+        for v in self.views:
+            v.set_seed_runs(seeds if len(seeds) > 1 else ())
 
     def set_param(self, name: str, value: Any) -> None:
         """Apply a hyperparameter change: live to every running run, else for the next start."""
@@ -343,6 +350,7 @@ class Workspace(ReplayMixin, QtWidgets.QWidget):
                 if rid:
                     for v in self.views:
                         v.add_run(rid, other.label)
+            self._mark_seed_runs()
         if ready.param_specs and not self._param_specs:
             self._param_specs = {p.name: p for p in ready.param_specs}
             self.params.set_specs(self._param_specs, dict(ready.params))
