@@ -127,3 +127,23 @@ def test_branch_from_the_replay_cursor_runs_live_over_its_ghost_parent(ws, qtbot
     with qtbot.waitSignal(ws.open_requested) as sig:
         tree.itemDoubleClicked.emit(tree.topLevelItem(0).child(0), 0)
     assert sig.args == [branch.recording]
+
+
+def test_a_seek_after_a_branch_keeps_the_branch_curves(ws, qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("DYNLAB_RECORDINGS", str(tmp_path / "recs"))
+    parent = str(tmp_path / "parent.h5")
+    run_headless(
+        presets.load("quadratic").with_overrides(steps=80), record=parent, run_kwargs={"checkpoint_every": 10}
+    )
+    ws.open_replay(parent)
+    ws.seek(29)
+    branch = ws.branch_from_here({"lr": 0.02})
+    qtbot.waitUntil(lambda: branch.state is RunState.FINISHED, timeout=30_000)
+    qtbot.waitUntil(lambda: ws.last_values.get("branch1", {}).get("train_loss") is not None, timeout=5_000)
+    ws.seek(60)
+    view = next(v for v in ws.views if "train_loss" in v.streams)
+    steps, _ = view.series_data("train_loss", run="branch1")
+    assert steps[0] == 30 and steps[-1] == 60, (
+        "the branch is replayed from its own recording up to the cursor"
+    )
+    assert set(ws.seekables()) == {"", "branch1"}

@@ -19,6 +19,7 @@ class ReplayMixin:
 
     sources: dict[str, Any]
     views: list[Any]
+    _error: Any
 
     def seekables(self) -> dict[str, Seekable]:
         """The sources the timeline drives (recordings), by run id."""
@@ -58,6 +59,13 @@ class ReplayMixin:
         players = self.seekables()
         if not players:
             return
+        if any(Control.SET in s.controls and not s.state.ended for s in self.sources.values()):
+            # A seek redraws from the recordings; a branch still running has no finished
+            # recording to redraw from, so its curves would vanish. Wait for it to end.
+            self._error("Seek after the branch ends", "A run is still going: seek once it has finished.")
+            return
+        self._replay_finished_runs()
+        players = self.seekables()
         delivered = {rid: src.seek(step) for rid, src in players.items()}
         for v in self.views:
             v.clear()
@@ -70,6 +78,24 @@ class ReplayMixin:
             v.set_cursor(cursor)
             v.refresh()
         self._update_status()
+
+    def _replay_finished_runs(self) -> None:
+        """Finished live runs beside a recording (branches) become replays of their own files.
+
+        Then the timeline drives them like the parent: a seek redraws every run from its
+        recording, and nothing drawn live is lost.
+        """
+        for rid, src in list(self.sources.items()):
+            if Control.SEEK in src.controls or not src.recording or not src.state.ended:
+                continue
+            src.close()
+            player = Player(src.recording, label=src.label)
+            player.drain()  # its Ready: the views exist already
+            self.sources[rid] = player
+            for v in self.views:
+                if rid in getattr(v, "ghosts", ()):
+                    continue
+                v.add_run(rid, src.label)
 
     def toggle_play(self) -> None:
         players = list(self.seekables().values())
