@@ -68,6 +68,7 @@ def main() -> None:
     os.environ["DYNLAB_RECORDINGS"] = tempfile.mkdtemp()
     settings = QtCore.QSettings(os.path.join(tempfile.mkdtemp(), "s.ini"), QtCore.QSettings.Format.IniFormat)
     rows = []
+    frame_rows: list[tuple] = []
     win = MainWindow(host="thread", settings=settings)
     win.resize(1500, 950)
     win.show()
@@ -83,7 +84,15 @@ def main() -> None:
             app.processEvents()
             time.sleep(0.01)
         # the preset's own step count is replaced by a long run: re-open with overrides
+        costs: list[float] = []
+        observe = ws.pacer.observe
+        ws.pacer.observe = lambda sec, now, _o=observe, _c=costs: (_c.append(sec * 1e3), _o(sec, now))  # type: ignore[method-assign]
         p50, p99, redraws = measure(app, args.seconds, ws)
+        ws.pacer.observe = observe  # type: ignore[method-assign]
+        c = np.array(costs or [0.0])
+        frame_rows.append(
+            (f"{host} host", len(c), *np.percentile(c, [50, 99]).tolist(), float(c.max()), f"{ws.pacer.hz:g}")
+        )
         src = ws.steerable()[0]
         rows.append(
             (
@@ -103,7 +112,16 @@ def main() -> None:
         rows,
         ("state", "views", "p50 ms", "p99 ms", "redraws/s", "steps/s"),
     )
-    print("\nGoal: p99 <= 16 ms (one 60 Hz frame) while training with every view open.")
+    table(
+        "What one display frame costs the GUI thread (tick + the paint it causes; DisplayPacer)",
+        frame_rows,
+        ("engine", "frames", "p50 ms", "p99 ms", "max ms", "display Hz at the end"),
+    )
+    print(
+        "\nGoal: p99 <= 16 ms (one 60 Hz frame) while training with every view open. The frame"
+        "\ncosts are the part the app controls; the event-loop lateness also holds the waits for a"
+        "\ncore the OS imposes while the engine and other processes keep both cores busy."
+    )
 
 
 if __name__ == "__main__":

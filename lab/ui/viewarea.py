@@ -189,9 +189,9 @@ class DisplayPacer(QtCore.QObject):
 
     LADDER = (30.0, 20.0, 15.0, 10.0, 6.0)
     #: Step down when drawing keeps the GUI thread busier than this share of the time...
-    BUSY_DOWN = 0.3
+    BUSY_DOWN = 0.15
     #: ...and back up when the faster rate would keep it below this share, for a second.
-    BUSY_UP = 0.15
+    BUSY_UP = 0.07
 
     def __init__(self, timer: QtCore.QTimer, hz: float) -> None:
         super().__init__(timer)  # a child of the timer: its connection ends with it
@@ -203,6 +203,9 @@ class DisplayPacer(QtCore.QObject):
         self._drawn = 0
         self._good_since: float | None = None
         self._frame_start: float | None = None
+        self._paint_start: float | None = None
+        self._awaiting_paint = False
+        self._busy = 0.0
         self._dispatcher: QtCore.QAbstractEventDispatcher | None = None
         timer.setInterval(int(1000 / self.rates[0]))
 
@@ -230,17 +233,45 @@ class DisplayPacer(QtCore.QObject):
             if self._dispatcher is None:
                 return
             self._dispatcher.aboutToBlock.connect(self._on_idle)
+            # The window's repaint comes as an UpdateRequest, which Qt may deliver a few ms
+            # after the tick (a platform's update timer): watch for it to count the paint too.
+            window = (
+                self.timer.parent().window() if isinstance(self.timer.parent(), QtWidgets.QWidget) else None
+            )
+            if window is not None:
+                window.installEventFilter(self)
         self._frame_start = t0
+        self._busy = 0.0
         self._drawn = drawn
+        self._paint_start: float | None = None
+        self._awaiting_paint = drawn > 0
+
+    def eventFilter(self, obj: QtCore.QObject, event: QtCore.QEvent) -> bool:  # noqa: N802 - Qt API
+        if event.type() == QtCore.QEvent.Type.UpdateRequest and self._awaiting_paint:
+            self._paint_start = time.perf_counter()
+        return False
 
     def _on_idle(self) -> None:
-        t0, self._frame_start = self._frame_start, None
-        if t0 is not None:
-            now = time.perf_counter()
-            if self._drawn:
-                per = (now - t0) / self._drawn
-                self.per_view = per if self.per_view == 0.0 else 0.8 * self.per_view + 0.2 * per
-            self.observe(now - t0, now)
+        if self._frame_start is None:
+            return
+        now = time.perf_counter()
+        if self._paint_start is not None:  # the paint ran: the frame is complete
+            self._busy += now - self._paint_start
+            self._finish(now)
+        elif self._busy == 0.0:  # the tick's own work is done; its paint may follow
+            self._busy = now - self._frame_start
+            if not self._awaiting_paint:
+                self._finish(now)
+        elif now - self._frame_start > 0.1:  # no paint came (nothing visible changed)
+            self._finish(now)
+
+    def _finish(self, now: float) -> None:
+        cost = self._busy
+        self._frame_start, self._paint_start, self._awaiting_paint = None, None, False
+        if self._drawn:
+            per = cost / self._drawn
+            self.per_view = per if self.per_view == 0.0 else 0.8 * self.per_view + 0.2 * per
+        self.observe(cost, now)
 
     def observe(self, seconds: float, now: float) -> None:
         """Account one frame that cost ``seconds``; step the rate when needed."""
