@@ -75,6 +75,29 @@ def main() -> None:
     p50, p99, _ = measure(app, args.seconds)
     rows.append(("app idle (gallery)", "-", p50, p99, "-", "-"))
     preset = presets.load(args.preset, check_engine=False).with_overrides(steps=10**7)
+    # The same idle app beside the engine training in a child process that draws nowhere:
+    # the lateness the OS alone adds once a core is busy (the floor for the rows below).
+    from dynlab.runner import Run, app_threads
+
+    beside = Run(preset, host="process", torch_threads=app_threads()).start()
+    deadline = time.monotonic() + 120
+    while beside.step < 10 and time.monotonic() < deadline:
+        beside.drain()
+        app.processEvents()
+        time.sleep(0.05)
+    p50, p99, _ = measure(app, args.seconds)
+    beside.drain()
+    rows.append(
+        (
+            "app idle (gallery), engine training beside it, drawn nowhere",
+            "-",
+            p50,
+            p99,
+            "-",
+            beside.steps_per_second,
+        )
+    )
+    beside.close()
     for host in ("thread", "process"):
         win.workspace.host = host
         win.open_preset(preset.path, start=True)
