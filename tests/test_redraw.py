@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from PySide6 import QtCore
 
 from dynlab import presets
+from dynlab.frames import Frame, Stream
 from dynlab.ui.viewarea import DisplayPacer
 from dynlab.ui.workspace import DISPLAY_HZ, Workspace
+from dynlab.views import LinesView
+from dynlab.viewspec import ViewSpec
 
 
 @pytest.fixture
@@ -122,3 +126,33 @@ def test_a_tick_redraws_no_more_views_than_their_cost_fits_and_takes_turns(ws, q
     for v in views:
         v._dirty = True
     assert ws.area.refresh_within_budget(10.0, per_view_s=0.001) == len(views)  # cheap: all at once
+
+
+def test_the_axes_follow_the_data_in_steps_and_stop_when_the_user_pans(qtbot):
+    v = LinesView(ViewSpec("loss", ("loss",)), {"loss": Stream("loss", "scalar")})
+    qtbot.addWidget(v)
+    v.resize(600, 400)
+    v.show()
+    vb = v.item.getViewBox()
+    v.push([Frame.make(i, {"loss": 1.0 + 0.001 * i}) for i in range(1000)])
+    v.refresh()
+    QtCore.QCoreApplication.processEvents()  # the first layout of the shown widget settles
+    fitted = vb.viewRange()
+    assert fitted[0][0] <= 0 and fitted[0][1] >= 999, "the data fits"
+    moves = []
+    vb.sigRangeChanged.connect(lambda *_: moves.append(1))
+    for i in range(1000, 1050):  # inside the headroom: the axes (and their tick pictures) stay
+        v.push([Frame.make(i, {"loss": 1.0 + 0.001 * i})])
+        v.refresh()
+        QtCore.QCoreApplication.processEvents()
+    assert moves == [] and np.allclose(vb.viewRange(), fitted)
+    v.push([Frame.make(5000, {"loss": 9.0})])  # leaves the range: refitted once
+    v.refresh()
+    assert len(moves) >= 1 and vb.viewRange()[0][1] >= 5000 and vb.viewRange()[1][1] >= 9.0
+    # A pan by the user (pyqtgraph reports it as a manual change): the axes stay where put.
+    vb.sigRangeChangedManually.emit([True, True])
+    vb.setRange(xRange=(100, 200), yRange=(0, 2), padding=0)
+    v.push([Frame.make(9000, {"loss": 50.0})])
+    v.refresh()
+    (x0, x1), (y0, y1) = vb.viewRange()
+    assert (round(x0), round(x1), round(y0), round(y1)) == (100, 200, 0, 2)

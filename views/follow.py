@@ -84,9 +84,10 @@ class RangeFollower:
             return
         self._setting = True
         try:
-            # disableAutoRange: pyqtgraph stops refitting on every change; this class does it.
-            self.vb.setRange(xRange=target[0], yRange=target[1], padding=0, disableAutoRange=False)
+            # pyqtgraph stops refitting on every change (first: with its auto-range still on, it
+            # would refit right after this range is set); this class does it from now on.
             self.vb.disableAutoRange()
+            self.vb.setRange(xRange=target[0], yRange=target[1], padding=0)
         finally:
             self._setting = False
 
